@@ -1,0 +1,1 @@
+"""Sample data shipped by installed packages (nilearn, dipy): no network is used."""

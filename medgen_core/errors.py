@@ -1,0 +1,29 @@
+"""Exceptions that carry a message meant for the user (which file, what is wrong, what was expected)."""
+
+from __future__ import annotations
+
+__all__ = ["MedGenError", "ImageReadError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
+
+
+class MedGenError(Exception):
+    """Base class: an error the user can act on. The CLI prints it as one line and exits with code 2."""
+
+
+class ImageReadError(MedGenError, ValueError):
+    """A file could not be read as a 3D image (missing, corrupt, unsupported, wrong shape, NaN/Inf, empty)."""
+
+
+class ImageWriteError(MedGenError, ValueError):
+    """A volume could not be written (unsupported extension, would overwrite an input, ...)."""
+
+
+class ProvenanceError(MedGenError, ValueError):
+    """A provenance record is malformed or cannot be embedded."""
+
+
+class BundleError(MedGenError, ValueError):
+    """A bundle is missing, malformed, or refuses to run."""
+
+
+class WeightsError(BundleError):
+    """A weight file is missing, does not match its recorded sha256, or carries a pickle payload."""

@@ -1,0 +1,1 @@
+"""MONAI-style transforms: array functions/classes and dictionary wrappers."""

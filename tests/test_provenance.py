@@ -1,0 +1,251 @@
+"""Tests for medgen_core.provenance and ``medgen provenance``: real files, embedded + sidecar records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+
+from medgen_core.cli.main import main
+from medgen_core.errors import ImageWriteError, ProvenanceError
+from medgen_core.io import Volume, read_volume, write_volume
+from medgen_core.provenance import (
+    DIGITAL_SOURCE_TYPE,
+    DISCLOSURE,
+    SCHEMA,
+    GenerationMetadata,
+    pixel_sha256,
+    read_provenance,
+    sha256_file,
+    sidecar_path,
+    verify_provenance,
+    write_generated_volume,
+    write_sidecar,
+)
+
+
+@pytest.fixture
+def volume() -> Volume:
+    affine = np.array([[0.0, -0.9, 0.3, -20.0], [0.8, 0.0, 0.1, 5.5], [0.0, 0.2, 2.4, 30.0], [0, 0, 0, 1]])
+    return Volume(np.random.default_rng(3).normal(size=(5, 6, 4)), affine)
+
+
+@pytest.fixture
+def metadata(tmp_path, volume: Volume) -> GenerationMetadata:
+    source = write_volume(volume, tmp_path / "source.nii.gz")
+    return GenerationMetadata.create(
+        generator_name="rrdb_sr",
+        generator_version="1.2.0",
+        task="sr_x4",
+        input_paths={"source_image": source},
+        bundle_id="medgen_rrdb_sr@1.2.0",
+        weights_sha256="ab" * 32,
+        parameters={"scale": 4, "tile": [64, 64, 64]},
+        seed=42,
+    )
+
+
+def test_hashes(tmp_path, volume: Volume) -> None:
+    data = b"some bytes" * 1000
+    (tmp_path / "f.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+    dicom_dir = tmp_path / "dcm"
+    dicom_dir.mkdir()
+    (dicom_dir / "b.dcm").write_bytes(b"BBB")
+    (dicom_dir / "a.dcm").write_bytes(b"AA")
+    assert sha256_file(dicom_dir) == hashlib.sha256(b"AABBB").hexdigest()
+    with pytest.raises(ProvenanceError, match="missing.bin: cannot hash, file not found"):
+        sha256_file(tmp_path / "missing.bin")
+
+    arr = volume.array
+    expected = hashlib.sha256(b"(5, 6, 4)" + arr.astype("<f4").tobytes()).hexdigest()
+    assert pixel_sha256(arr) == expected
+    assert pixel_sha256(arr.astype(np.float64)) == expected
+    assert pixel_sha256(arr.reshape(6, 5, 4)) != expected  # same bytes, other shape
+
+
+def test_metadata_create_and_round_trip(metadata: GenerationMetadata, tmp_path) -> None:
+    source = tmp_path / "source.nii.gz"
+    assert metadata.inputs == [{"role": "source_image", "path": str(source), "sha256": sha256_file(source)}]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", metadata.generated_at)
+    assert metadata.software["medgen"] == "0.1.0" and metadata.software["numpy"] == np.__version__
+    assert metadata.disclosure == DISCLOSURE and metadata.synthetic is True
+    assert metadata.schema == SCHEMA and metadata.digital_source_type == DIGITAL_SOURCE_TYPE
+    assert re.fullmatch(r"[0-9a-f-]{36}", metadata.run_id)
+    record = metadata.to_dict()
+    assert GenerationMetadata.from_dict(record) == metadata
+    with pytest.raises(ProvenanceError, match="unknown provenance schema 'other/2.0'"):
+        GenerationMetadata.from_dict({**record, "schema": "other/2.0"})
+    with pytest.raises(ProvenanceError, match=r"unknown keys \['colour'\]"):
+        GenerationMetadata.from_dict({**record, "colour": "red"})
+    with pytest.raises(ProvenanceError, match="not JSON-serialisable"):
+        GenerationMetadata(generator_name="g", generator_version="1", task="t", parameters={"x": object()}).to_dict()
+    single = GenerationMetadata.create(generator_name="g", generator_version="1", task="t", input_paths=str(source))
+    assert [(i["role"], i["path"]) for i in single.inputs] == [("input", str(source))]
+    with pytest.raises(ProvenanceError, match="not found"):
+        GenerationMetadata.create(generator_name="g", generator_version="1", task="t", input_paths=[tmp_path / "x"])
+
+
+def test_nifti_embedded_and_sidecar(tmp_path, volume: Volume, metadata: GenerationMetadata) -> None:
+    path = write_generated_volume(volume, tmp_path / "out" / "sr.nii.gz", metadata)
+    assert metadata.output == {
+        "path": "sr.nii.gz",
+        "sha256": pixel_sha256(volume.array),
+        "format": "nii.gz",
+        "shape": [5, 6, 4],
+        "spacing": list(volume.spacing),
+    }
+    img = nib.load(str(path))
+    assert img.header["descrip"].item() == b"SYNTHETIC AI rrdb_sr:1.2.0"
+    comments = [e for e in img.header.extensions if e.get_code() == 6]
+    assert len(comments) == 1
+    embedded = json.loads(comments[0].content.rstrip(b"\x00"))
+    assert embedded == metadata.to_dict()
+
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar_path(path).name == "sr.nii.gz.generated.json"
+    assert sidecar["generator"] == "rrdb_sr:1.2.0" and sidecar["ai_generated"] is True
+    assert sidecar["disclosure"] == DISCLOSURE and sidecar["generated_at"] == metadata.generated_at
+    assert sidecar["file_sha256"] == sha256_file(path)
+    assert sidecar["record"] == embedded
+
+    found = read_provenance(path)
+    assert found == {"sidecar": sidecar, "embedded": embedded}
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_allclose(back.affine, volume.affine, atol=1e-5)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["sr.nii.gz", "sr.nii.gz.generated.json"]
+
+
+def test_nrrd_embedded_fields(tmp_path, volume: Volume, metadata: GenerationMetadata) -> None:
+    path = write_generated_volume(volume, tmp_path / "sr.nrrd", metadata)
+    header_text = path.read_bytes().split(b"\n\n")[0].decode("ascii").splitlines()
+    assert "content: SYNTHETIC AI-generated" in header_text
+    assert "medgen_ai_generated:=true" in header_text
+    assert "medgen_generator:=rrdb_sr:1.2.0" in header_text
+    assert f"medgen_disclosure:={DISCLOSURE}" in header_text
+    assert f"medgen_pixel_sha256:={pixel_sha256(volume.array)}" in header_text
+    header = nrrd.read_header(str(path))
+    assert json.loads(header["medgen_provenance"]) == metadata.to_dict()
+    assert read_provenance(path)["embedded"] == metadata.to_dict()
+    assert verify_provenance(path).status == "intact"
+
+
+@pytest.mark.parametrize("name", ["sr.nii.gz", "sr.nrrd"])
+def test_verify_intact_modified_missing(tmp_path, volume: Volume, metadata: GenerationMetadata, name: str) -> None:
+    path = write_generated_volume(volume, tmp_path / name, metadata)
+    result = verify_provenance(path)
+    assert result.status == "intact", result.message
+    assert result.details["pixel_sha256"] == metadata.output["sha256"]
+    assert result.details["sources"] == ["embedded", "sidecar"]
+
+    # Change one voxel and re-save with the same library, keeping the header (and its record).
+    if name.endswith(".nii.gz"):
+        img = nib.load(str(path))
+        data = img.get_fdata(dtype=np.float32)
+        data[2, 3, 1] += 0.5
+        nib.save(nib.Nifti1Image(data, img.affine, img.header), str(path))
+    else:
+        data, header = nrrd.read(str(path))
+        data[2, 3, 1] += 0.5
+        nrrd.write(str(path), data, header)
+    assert read_provenance(path)["embedded"] == metadata.to_dict()  # record survived the re-save
+    result = verify_provenance(path)
+    assert result.status == "modified"
+    assert "pixel sha256 differs" in result.message
+    assert result.details["file_sha256_matches_sidecar"] is False
+
+    plain = write_volume(volume, tmp_path / f"plain_{name}")
+    result = verify_provenance(plain)
+    assert result.status == "missing" and f"plain_{name}.generated.json" in result.message
+
+
+def test_sidecar_only_and_disagreement(tmp_path, volume: Volume, metadata: GenerationMetadata) -> None:
+    path = write_generated_volume(volume, tmp_path / "sr.nii.gz", metadata)
+    side = sidecar_path(path)
+    sidecar = json.loads(side.read_text())
+    sidecar["record"]["run_id"] = "00000000-0000-4000-8000-000000000000"
+    side.write_text(json.dumps(sidecar))
+    result = verify_provenance(path)
+    assert result.status == "modified" and "sidecar and embedded records disagree (run_id)" in result.message
+
+    # A tool that drops header extensions: pixels unchanged, sidecar still binds them.
+    img = nib.load(str(path))
+    nib.save(nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine), str(path))
+    write_generated_volume(volume, tmp_path / "again.nii.gz", metadata)
+    (tmp_path / "again.nii.gz.generated.json").replace(side)
+    result = verify_provenance(path)
+    assert result.status == "intact"
+    assert result.details["sources"] == ["sidecar"]
+    assert "no embedded record" in result.message and "pixels are unchanged" in result.message
+
+    side.write_text("{not json")
+    result = verify_provenance(path)
+    assert result.status == "modified" and "not valid JSON" in result.message
+
+
+def test_sidecar_failure_removes_image(tmp_path, volume: Volume, metadata: GenerationMetadata) -> None:
+    target = tmp_path / "sr.nii.gz"
+    sidecar_path(target).mkdir()  # the sidecar cannot replace a directory
+    with pytest.raises(ProvenanceError, match="sr.nii.gz: writing the provenance sidecar failed.*image removed"):
+        write_generated_volume(volume, target, metadata)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.nii.gz", "sr.nii.gz.generated.json"]
+    assert not any(sidecar_path(target).iterdir())
+
+
+def test_never_overwrites_inputs(tmp_path, volume: Volume, metadata: GenerationMetadata) -> None:
+    source = tmp_path / "source.nii.gz"
+    before = source.read_bytes()
+    with pytest.raises(ImageWriteError, match="refusing to overwrite an input"):
+        write_generated_volume(volume, source, metadata)
+    with pytest.raises(ImageWriteError, match="unsupported output extension"):
+        write_generated_volume(volume, tmp_path / "x.mha", metadata)
+    assert source.read_bytes() == before
+    assert not sidecar_path(source).exists()
+
+
+def test_non_image_sidecar(tmp_path, metadata: GenerationMetadata) -> None:
+    table = tmp_path / "metrics.csv"
+    table.write_text("case,psnr\n1,30.5\n")
+    side = write_sidecar(table, metadata)
+    assert side.name == "metrics.csv.generated.json"
+    record = json.loads(side.read_text())["record"]
+    assert record["output"]["sha256"] == sha256_file(table) and record["output"]["format"] == "csv"
+    assert verify_provenance(table).status == "intact"
+    table.write_text("case,psnr\n1,35.5\n")
+    result = verify_provenance(table)
+    assert result.status == "modified" and "file sha256 differs" in result.message
+
+
+def test_cli_verify_and_show(tmp_path, volume: Volume, metadata: GenerationMetadata, capsys) -> None:
+    path = write_generated_volume(volume, tmp_path / "sr.nrrd", metadata)
+    assert main(["provenance", "verify", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "intact"
+
+    assert main(["provenance", "show", str(path)]) == 0
+    shown = capsys.readouterr().out
+    for text in ("rrdb_sr", "1.2.0", "sr_x4", metadata.generated_at, "source_image", DISCLOSURE, "sidecar, embedded"):
+        assert text in shown
+
+    assert main(["provenance", "show", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["embedded"] == metadata.to_dict()
+
+    data, header = nrrd.read(str(path))
+    data[0, 0, 0] = 99.0
+    nrrd.write(str(path), data, header)
+    assert main(["provenance", "verify", str(path)]) == 1
+    assert capsys.readouterr().out.startswith("modified: pixel sha256 differs")
+    assert main(["provenance", "verify", "--json", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "modified"
+
+    plain = write_volume(volume, tmp_path / "plain.nii.gz")
+    assert main(["provenance", "verify", str(plain)]) == 3
+    assert capsys.readouterr().out.startswith("missing: ")
+    assert main(["provenance", "show", str(plain)]) == 3
+    assert main(["provenance", "verify", str(tmp_path / "nope.nii.gz")]) == 2
+    assert "nope.nii.gz: file not found" in capsys.readouterr().err
