@@ -1,0 +1,86 @@
+"""Run a bundle's ``configs/inference.json`` through MONAI's own :class:`~monai.bundle.ConfigWorkflow`.
+
+The CLI, the tests and the Slicer module all come through here, so they share one code path with
+``python -m monai.bundle run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from medgen_core.bundles.catalog import BundleInfo, get_bundle
+from medgen_core.errors import BundleError, ImageReadError, MedGenError
+
+__all__ = ["run_bundle_inference"]
+
+logger = logging.getLogger(__name__)
+
+
+def _user_error_in(err: BaseException) -> MedGenError | None:
+    """The first :class:`MedGenError` in an exception's cause/context chain (MONAI wraps config errors)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, MedGenError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_bundle_inference(
+    bundle: str | Path | BundleInfo,
+    input_path: str | Path,
+    output_path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    config: str = "inference",
+) -> Path:
+    """Run ``bundle``'s inference config on one input file and write one output file.
+
+    Args:
+        bundle: bundle name, bundle folder, or :class:`BundleInfo`.
+        input_path: input image (any format :func:`medgen_core.io.read_volume` reads).
+        output_path: output file (``.nii``, ``.nii.gz`` or ``.nrrd``); written atomically with provenance.
+        overrides: config ids to override, e.g. ``{"variant": "x4_mixed", "axes": "all"}``.
+        config: config name under ``configs/``.
+
+    Returns:
+        The written output path.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    info = bundle if isinstance(bundle, BundleInfo) else get_bundle(bundle)
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise ImageReadError(f"{input_path}: file does not exist (expected an image: NIfTI, NRRD, MHA/MHD or DICOM).")
+    config_file = info.config(config)
+    root = str(info.path)
+    if root not in sys.path:  # bundle-local scripts/ must import before ConfigWorkflow.run() adds the root itself
+        sys.path.insert(0, root)
+    logging_file = info.path / "configs" / "logging.conf"
+    workflow = ConfigWorkflow(
+        config_file=str(config_file),
+        meta_file=str(info.path / "configs" / "metadata.json"),
+        logging_file=str(logging_file) if logging_file.is_file() else None,
+        workflow_type="infer",
+        bundle_root=root,
+        input_file=str(input_path),
+        output_file=str(output_path),
+        **dict(overrides or {}),
+    )
+    try:
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    except MedGenError:
+        raise
+    except Exception as err:  # MONAI wraps errors raised inside config expressions
+        user_error = _user_error_in(err)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    if not output_path.exists():
+        raise BundleError(f"bundle {info.name} ran but wrote no output at {output_path}.")
+    return output_path
