@@ -1,0 +1,7 @@
+"""Image-translation GAN generators (Pix2Pix U-Net, CycleGAN ResNet) and the PatchGAN discriminator factory."""
+
+from medgen_core.networks.gan.patchgan import build_patch_discriminator
+from medgen_core.networks.gan.pix2pix_unet import Pix2PixUNet
+from medgen_core.networks.gan.resnet_generator import ResnetGenerator
+
+__all__ = ["Pix2PixUNet", "ResnetGenerator", "build_patch_discriminator"]
