@@ -8,7 +8,9 @@ tensor, number, string or container, so a checkpoint carrying code is refused ra
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -16,7 +18,16 @@ import torch.nn as nn
 from medgen_core.errors import WeightsError
 from medgen_core.provenance import sha256_file
 
-__all__ = ["verify_weights_file", "load_state_dict_safely", "load_verified_network"]
+__all__ = [
+    "WEIGHT_SUFFIXES",
+    "load_state_dict_safely",
+    "load_verified_network",
+    "recorded_sha256s",
+    "recorded_weight_entries",
+    "verify_weights_file",
+    "weight_files",
+    "weights_status",
+]
 
 
 def verify_weights_file(path: str | Path, expected_sha256: str | None) -> str:
@@ -49,8 +60,9 @@ def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"weights file {path} carries a pickle payload that is not plain tensors (possible code execution); refusing to load it: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise WeightsError(f"weights file {path} could not be read as a PyTorch checkpoint: {err}") from err
+    except Exception as err:  # noqa: BLE001 - torch's weights-only unpickler raises IndexError, KeyError, ... on garbage
+        kind = "safetensors file" if path.suffix == ".safetensors" else "PyTorch checkpoint"
+        raise WeightsError(f"weights file {path} could not be read as a {kind} ({type(err).__name__}: {err})") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -68,3 +80,80 @@ def load_verified_network(network: nn.Module, path: str | Path, expected_sha256:
         first = str(err).splitlines()[0]
         raise WeightsError(f"weights file {path} does not fit network {type(network).__name__}: {first}") from err
     return network.to(device).eval()
+
+
+# -- weight hashes recorded in a bundle's metadata ---------------------------------------------------
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".ts")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def weight_files(bundle_root: str | Path) -> list[Path]:
+    """Weight files of a bundle: ``models/*.pt|*.pth|*.safetensors|*.ts`` (sorted)."""
+    models = Path(bundle_root) / "models"
+    return sorted(p for p in models.glob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES) if models.is_dir() else []
+
+
+def recorded_sha256s(metadata: Any) -> set[str]:
+    """Every 64-hex-digit string found anywhere in ``metadata`` (searched recursively), lower-cased."""
+    found: set[str] = set()
+    stack = [metadata]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and _SHA256.match(item):
+            found.add(item.lower())
+    return found
+
+
+def recorded_weight_entries(metadata: Any) -> dict[str, str]:
+    """``{relative file: sha256}`` from every ``{"file": ..., "sha256": ...}`` object in ``metadata``."""
+    entries: dict[str, str] = {}
+    stack = [metadata]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("file"), str) and isinstance(item.get("sha256"), str):
+                entries[item["file"]] = item["sha256"].lower()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return entries
+
+
+def weights_status(bundle_root: str | Path, metadata: dict[str, Any]) -> tuple[str, list[str]]:
+    """Compare a bundle's weight files with the hashes in its metadata.
+
+    Returns:
+        ``(state, problems)``: ``"OK"`` (every weight file's sha256 is recorded and every
+        ``{"file", "sha256"}`` entry matches its file), ``"MISMATCH"`` (an entry names a file that
+        differs or is missing) or ``"unverified"`` (no weight files, or some file's sha256 is recorded
+        nowhere); ``problems`` explains every failure in one line each.
+    """
+    root = Path(bundle_root)
+    problems: list[str] = []
+    mismatch = False
+    actual = {p.relative_to(root).as_posix(): sha256_file(p) for p in weight_files(root)}
+    for rel, expected in sorted(recorded_weight_entries(metadata).items()):
+        path = root / rel
+        if Path(rel).suffix not in WEIGHT_SUFFIXES:
+            continue
+        if not path.is_file():
+            mismatch = True
+            problems.append(f"{rel}: listed in configs/metadata.json (sha256 {expected[:12]}...) but the file is missing")
+            continue
+        found = actual.get(rel) or sha256_file(path)
+        if found != expected:
+            mismatch = True
+            problems.append(f"{rel}: sha256 {found} does not match the sha256 {expected} recorded in configs/metadata.json")
+    known = recorded_sha256s(metadata)
+    unrecorded = [rel for rel, sha in actual.items() if sha not in known]
+    problems += [f"{rel}: its sha256 {actual[rel]} is not recorded anywhere in configs/metadata.json" for rel in unrecorded]
+    if mismatch:
+        return "MISMATCH", problems
+    if not actual:
+        return "unverified", problems + ["models/ holds no weight file (*.pt, *.pth, *.safetensors, *.ts)"]
+    return ("unverified" if unrecorded else "OK"), problems

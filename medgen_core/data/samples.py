@@ -20,6 +20,8 @@ __all__ = [
     "load_mni152_t1",
     "load_mni152_brain_mask",
     "load_mni152_tissue_probabilities",
+    "mni152_tissue_labels",
+    "TISSUE_CLASSES",
     "dipy_t2_path",
     "load_dipy_t2",
     "mni_training_axial_indices",
@@ -78,6 +80,21 @@ def load_mni152_tissue_probabilities() -> tuple[np.ndarray, np.ndarray]:
     gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
     wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
     return gm, wm
+
+
+TISSUE_CLASSES = ("background", "csf", "grey_matter", "white_matter")
+
+
+def mni152_tissue_labels() -> np.ndarray:
+    """Discrete tissue map of the MNI152 template, uint8 (197, 233, 189): 0 background, 1 CSF, 2 grey
+    matter, 3 white matter. Inside the brain mask each voxel takes the most probable of grey matter, white
+    matter and CSF (the remainder ``1 - GM - WM``); outside it is background."""
+    gm, wm = load_mni152_tissue_probabilities()
+    mask = load_mni152_brain_mask()
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    labels = (np.argmax(np.stack([csf, gm, wm]), axis=0) + 1).astype(np.uint8)
+    labels[~mask] = 0
+    return labels
 
 
 def mni_training_axial_indices(depth: int = 189) -> list[int]:

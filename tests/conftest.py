@@ -1,0 +1,16 @@
+"""Shared pytest setup.
+
+Tests run single-threaded (also in the subprocesses they start, through ``OMP_NUM_THREADS``): the
+networks in tests are tiny, and one thread per process avoids oversubscribing small CI machines.
+Set ``MEDGEN_TEST_THREADS`` to use more.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("MEDGEN_TEST_THREADS", "1"))
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
