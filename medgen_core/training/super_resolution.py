@@ -4,10 +4,15 @@ Data are 2D high-resolution slices ``(N, 1, H, W)`` in [0, 1]; low-resolution in
 fly with :mod:`medgen_core.transforms.degradation`, either one fixed degradation or the randomised mix
 (:class:`~medgen_core.transforms.degradation.RandomDegradation`) that the default model uses so that it
 copes with the unknown degradation of a real scan.
+
+Multi-process training (``torchrun``, one process per GPU or several on a CPU) is supported: each rank
+trains a :class:`~torch.nn.parallel.DistributedDataParallel` copy of the generator on its own shard of
+the slices, and rank 0 alone writes the outputs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -15,13 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from monai.networks.nets import PatchDiscriminator
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from medgen_core.losses import relativistic_discriminator_loss, relativistic_generator_loss
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
+from medgen_core.training.distributed import rank_and_world_size
 from medgen_core.transforms.degradation import DEGRADATIONS, RandomDegradation, degrade
+from medgen_core.transforms.intensity_augment import RandomContrastAugment
 
 __all__ = ["SRTrainingConfig", "SuperResolutionTrainer", "PatchSampler", "axial_slices", "load_training_slices"]
 
@@ -47,6 +57,10 @@ class SRTrainingConfig:
         log_every: iterations between CSV rows.
         checkpoint_every: iterations between resumable checkpoints.
         seed: random seed.
+        contrast_augment: randomise the contrast of high-resolution patches (foreground inversion,
+            gamma, gain, noise on the target) with
+            :class:`~medgen_core.transforms.intensity_augment.RandomContrastAugment`, so a model trained
+            on one T1 template transfers to other contrasts and noisy scans. Used by the default model.
         bf16: run forward/backward under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16
             and on GPUs; the interpolation skip and the loss stay in float32).
     """
@@ -65,6 +79,7 @@ class SRTrainingConfig:
     checkpoint_every: int = 250
     seed: int = 0
     bf16: bool = True
+    contrast_augment: bool = False
 
     def __post_init__(self) -> None:
         if self.degradation != "mixed" and self.degradation not in DEGRADATIONS:
@@ -144,12 +159,21 @@ class SuperResolutionTrainer:
     ``model.pt`` (generator ``state_dict``, CPU tensors), ``checkpoint.pt`` (resumable: generator,
     discriminator, optimisers, iteration), ``train_log.csv`` and ``loss_curve.png``.
 
+    Distributed mode (an initialised ``torch.distributed`` process group, e.g. under ``torchrun``):
+    the generator and discriminator are wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`;
+    the slices are split into disjoint shards with :class:`~torch.utils.data.DistributedSampler`
+    (shuffled with ``config.seed``, tail dropped) and each rank samples patches from its shard with
+    seed ``config.seed + rank``. Logged losses are averaged over ranks. Only rank 0 writes files, plus
+    ``data_shards.json`` (the slice indices of every rank). Weights are saved without DDP's
+    ``module.`` prefix, so ``model.pt`` and ``checkpoint.pt`` load the same as single-process ones.
+
     Args:
         network: generator mapping ``(B, 1, h, w)`` to ``(B, 1, scale*h, scale*w)``.
         train_slices: high-resolution training slices ``(N, 1, H, W)``, intensities in [0, 1].
         config: :class:`SRTrainingConfig`.
         output_dir: where outputs go.
         device: torch device. Defaults to CPU.
+        distributed: train with DDP. ``None`` (default) means "if a process group is initialised".
     """
 
     def __init__(
@@ -159,29 +183,78 @@ class SuperResolutionTrainer:
         config: SRTrainingConfig,
         output_dir: str | Path,
         device: str | torch.device = "cpu",
+        distributed: bool | None = None,
     ) -> None:
         self.net = network.to(device)
         self.config = config
         self.device = torch.device(device)
+        initialised = dist.is_available() and dist.is_initialized()
+        self.distributed = initialised if distributed is None else bool(distributed)
+        if self.distributed and not initialised:
+            raise ValueError(
+                "SuperResolutionTrainer: distributed=True needs an initialised torch.distributed process group "
+                "(launch with torchrun and call torch.distributed.init_process_group first)."
+            )
+        self.rank, self.world_size = rank_and_world_size() if self.distributed else (0, 1)
+        self.is_main = self.rank == 0
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.g = torch.Generator().manual_seed(config.seed)
+        self._seed = config.seed + self.rank  # each rank draws its own patch stream
+        self.g = torch.Generator().manual_seed(self._seed)
         torch.manual_seed(config.seed)
-        self.sampler = PatchSampler(train_slices.float(), config.patch_size, config.min_foreground, self.g)
+        self.slice_indices: list[int] | None = self._shard(len(train_slices)) if self.distributed else None
+        slices = train_slices if self.slice_indices is None else train_slices[self.slice_indices]
+        self.sampler = PatchSampler(slices.float(), config.patch_size, config.min_foreground, self.g)
         self.random_degradation = RandomDegradation(config.scale, generator=self.g)
+        self.contrast_augment = RandomContrastAugment(generator=self.g) if config.contrast_augment else None
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.99))
         self.disc: nn.Module | None = None
         self.opt_d: torch.optim.Optimizer | None = None
         if config.gan_iterations > 0:
             self.disc = PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=32, in_channels=1, out_channels=1).to(device)
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.gan_lr, betas=(0.9, 0.99))
+        # forward passes that update weights go through these (DDP wrappers, or the modules themselves)
+        self.model = self._wrap(self.net)
+        self.disc_model = self._wrap(self.disc) if self.disc is not None else None
         self.iteration = 0
-        self.log = CSVLogger(self.output_dir / "train_log.csv", ["iteration", "l1", "g_adv", "d_loss"])
+        self.log = CSVLogger(self.output_dir / "train_log.csv", ["iteration", "l1", "g_adv", "d_loss"]) if self.is_main else None
+
+    # -- distributed ----------------------------------------------------------------------------
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.distributed:
+            return module
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def _shard(self, num_slices: int) -> list[int]:
+        """This rank's slice indices (disjoint across ranks); rank 0 records all shards in ``data_shards.json``."""
+        if num_slices < self.world_size:
+            raise ValueError(f"SuperResolutionTrainer: {num_slices} training slices cannot be shared by {self.world_size} processes.")
+        sampler = DistributedSampler(
+            range(num_slices), num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=self.config.seed, drop_last=True
+        )
+        indices = [int(i) for i in sampler]
+        shards: list[list[int] | None] = [None] * self.world_size
+        dist.all_gather_object(shards, indices)
+        if self.is_main:
+            record = {"world_size": self.world_size, "seed": self.config.seed, "num_slices": num_slices, "shards": {str(r): s for r, s in enumerate(shards)}}
+            (self.output_dir / "data_shards.json").write_text(json.dumps(record) + "\n")
+        return indices
+
+    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
+        if not self.distributed:
+            return stats
+        keys = sorted(stats)
+        values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values)
+        return {k: float(v) / self.world_size for k, v in zip(keys, values.tolist())}
 
     # -- data -----------------------------------------------------------------------------------
     def make_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lr, hr)``: a high-resolution batch and its degraded low-resolution version."""
         hr = self.sampler.sample(self.config.batch_size)
+        if self.contrast_augment is not None:
+            hr = self.contrast_augment(hr)
         if self.config.degradation == "mixed":
             lr = torch.stack([self.random_degradation(x) for x in hr])
         else:
@@ -207,7 +280,7 @@ class SuperResolutionTrainer:
             self.disc.load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
         self.iteration = int(state["iteration"])
-        self.g.manual_seed(self.config.seed + self.iteration)  # a fresh but reproducible stream after resume
+        self.g.manual_seed(self._seed + self.iteration)  # a fresh but reproducible stream after resume
         logger.info("resumed from %s at iteration %d", path, self.iteration)
         return True
 
@@ -223,7 +296,7 @@ class SuperResolutionTrainer:
         self._set_lr()
         lr, hr = self.make_batch()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-            sr = self.net(lr)
+            sr = self.model(lr)
         loss = (sr.float() - hr).abs().mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -232,12 +305,12 @@ class SuperResolutionTrainer:
 
     def gan_step(self) -> dict[str, float]:
         """One relativistic GAN step: generator (L1 + adversarial), then discriminator."""
-        assert self.disc is not None and self.opt_d is not None
+        assert self.disc is not None and self.opt_d is not None and self.disc_model is not None
         for group in self.opt.param_groups:
             group["lr"] = self.config.gan_lr
         lr, hr = self.make_batch()
-        fake = self.net(lr)
-        # 1. generator: discriminator frozen
+        fake = self.model(lr)
+        # 1. generator: discriminator frozen (called unwrapped: DDP must not wait for its gradients)
         self.disc.requires_grad_(False)
         real_logits, fake_logits = self.disc(hr)[-1], self.disc(fake)[-1]
         l1 = (fake - hr).abs().mean()
@@ -247,30 +320,39 @@ class SuperResolutionTrainer:
         self.opt.step()
         # 2. discriminator on detached fakes
         self.disc.requires_grad_(True)
-        d_loss = relativistic_discriminator_loss(self.disc(hr)[-1], self.disc(fake.detach())[-1])
+        d_loss = relativistic_discriminator_loss(self.disc_model(hr)[-1], self.disc_model(fake.detach())[-1])
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
         return {"l1": float(l1), "g_adv": float(g_adv), "d_loss": float(d_loss)}
 
     def run(self, resume: bool = True) -> Path:
-        """Train to ``iterations + gan_iterations`` steps (resuming if asked) and return ``model.pt``'s path."""
+        """Train to ``iterations + gan_iterations`` steps (resuming if asked) and return ``model.pt``'s path.
+
+        In distributed mode every rank returns the same path, after rank 0 has written the file.
+        """
         if resume:
             self.resume()
         c = self.config
         total = c.iterations + c.gan_iterations
         self.net.train()
-        with tqdm(total=total, initial=self.iteration, desc=f"SR x{c.scale} {c.degradation}", unit="it") as bar:
+        with tqdm(total=total, initial=self.iteration, desc=f"SR x{c.scale} {c.degradation}", unit="it", disable=not self.is_main) as bar:
             while self.iteration < total:
                 stats = self.l1_step() if self.iteration < c.iterations else self.gan_step()
                 self.iteration += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items()})
                 if self.iteration % c.log_every == 0 or self.iteration == total:
-                    self.log.log({"iteration": self.iteration, **stats})
-                if self.iteration % c.checkpoint_every == 0 or self.iteration == total:
+                    stats = self._mean_over_ranks(stats)  # a collective: every rank takes part
+                    if self.log is not None:
+                        self.log.log({"iteration": self.iteration, **stats})
+                if self.is_main and (self.iteration % c.checkpoint_every == 0 or self.iteration == total):
                     self.save_checkpoint()
         self.net.eval()
-        model_path = atomic_torch_save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, self.output_dir / "model.pt")
-        plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"SR x{c.scale} ({c.degradation})")
+        model_path = self.output_dir / "model.pt"
+        if self.is_main:
+            atomic_torch_save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, model_path)
+            plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"SR x{c.scale} ({c.degradation})")
+        if self.distributed:
+            dist.barrier()
         return model_path

@@ -1,0 +1,266 @@
+"""Share bundles safely: ``pack`` a bundle into a checksummed zip, ``install`` one after verifying it.
+
+Archive layout (compatible with ``monai.bundle.download``, which expects ``<name>/`` inside the zip)::
+
+    <name>_v<version>.zip
+      checksums.sha256          sha256 of every other member ("<hex>  <path>", as sha256sum writes)
+      <name>/configs/metadata.json, <name>/models/model.pt, ...
+
+``install`` refuses an archive whose members escape the target (absolute paths, ``..``, links), whose
+files do not match the manifest (changed, missing or extra), whose weights do not match the sha256s in
+its metadata, or (unless ``trust``) whose configs call code outside the allowlisted libraries
+(:mod:`medgen_core.bundles.config_safety`). Packed and installed bundles are recorded in a local zoo
+index, ``<user bundle dir>/model_info.json``, shaped like the MONAI model zoo's ``model_info.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from medgen_core.bundles.catalog import BundleInfo, get_bundle, read_metadata, user_bundle_dir
+from medgen_core.bundles.config_safety import check_bundle_configs
+from medgen_core.bundles.conformance import EXCLUDED_TOP_DIRS, bundle_files
+from medgen_core.bundles.weights import weights_status
+from medgen_core.errors import BundleError
+from medgen_core.provenance import sha256_file
+
+__all__ = ["INDEX_NAME", "MANIFEST_NAME", "install_bundle", "pack_bundle", "read_zoo_index", "record_in_index"]
+
+MANIFEST_NAME = "checksums.sha256"
+INDEX_NAME = "model_info.json"
+MAX_UNPACKED_BYTES = 8 * 1024**3
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _safe_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise BundleError(f"bundle {what} {value!r} is not filename-safe (letters, digits, '_', '.', '+', '-'); refusing it.")
+    return value
+
+
+def _file_mode() -> int:
+    """Permissions of a new file under the current umask (``mkstemp`` would leave 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- local zoo index ---------------------------------------------------------------------------------
+def read_zoo_index(bundle_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The local zoo index ``{"<name>_v<version>": {"name", "version", "checksum", "source", ...}}``."""
+    path = Path(bundle_dir or user_bundle_dir()) / INDEX_NAME
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path}: the local zoo index is not valid JSON ({err}); fix or delete it.") from err
+    return index if isinstance(index, dict) else {}
+
+
+def record_in_index(name: str, version: str, checksum: str | None, source: str, bundle_dir: str | Path | None = None, **extra: Any) -> Path:
+    """Add or replace the entry ``<name>_v<version>`` in the local zoo index (atomic write)."""
+    directory = Path(bundle_dir or user_bundle_dir())
+    directory.mkdir(parents=True, exist_ok=True)
+    index = read_zoo_index(directory)
+    index[f"{name}_v{version}"] = {"name": name, "version": version, "checksum": checksum, "source": source, **extra}
+    path = directory / INDEX_NAME
+    _atomic_write_text(path, json.dumps(index, indent=4) + "\n")
+    return path
+
+
+# -- pack ----------------------------------------------------------------------------------------------
+def pack_bundle(bundle: str | Path | BundleInfo, out_dir: str | Path | None = None, index_dir: str | Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>_v<version>.zip`` (atomically) with a ``checksums.sha256`` manifest.
+
+    ``eval/``, ``runs/``, ``__pycache__`` and temporary files are left out. Packing is refused when the
+    weights do not match the sha256s in the metadata (state not ``OK``). The archive is recorded in the
+    local zoo index.
+
+    Args:
+        bundle: bundle name, folder or :class:`BundleInfo`.
+        out_dir: where the zip goes (default: the current folder).
+        index_dir: folder of the local zoo index (default: :func:`user_bundle_dir`).
+    """
+    info = bundle if isinstance(bundle, BundleInfo) else get_bundle(bundle)
+    name, version = _safe_name(info.name, "name"), _safe_name(info.version, "version")
+    state, problems = weights_status(info.path, info.metadata)
+    if state != "OK":  # install would refuse the archive
+        raise BundleError(f"bundle {name}: weights cannot be verified against configs/metadata.json ({state}); refusing to pack it:\n  " + "\n  ".join(problems))
+    files = bundle_files(info.path)
+    links = [p for p in files if p.is_symlink()]
+    if links:
+        raise BundleError(f"bundle {name}: symbolic links cannot be packed: {', '.join(str(p) for p in links)}")
+    out = Path(out_dir or ".").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}_v{version}.zip"
+    members = [(p, f"{name}/{p.relative_to(info.path).as_posix()}") for p in files]
+    manifest = "".join(f"{sha256_file(p)}  {arc}\n" for p, arc in members)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".tmp-{target.name}-")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(MANIFEST_NAME, manifest)
+            for path, arc in members:
+                zf.write(path, arc)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    record_in_index(name, version, sha256_file(target), str(target), index_dir, packed_from=str(info.path))
+    return target
+
+
+# -- install -------------------------------------------------------------------------------------------
+def _member_problem(member: zipfile.ZipInfo) -> str | None:
+    name = member.filename
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name):
+        return f"{name!r}: absolute or Windows path"
+    if ".." in parts:
+        return f"{name!r}: contains '..'"
+    if stat.S_ISLNK(member.external_attr >> 16):
+        return f"{name!r}: symbolic link"
+    return None
+
+
+def _extract(archive: Path, into: Path) -> None:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as err:
+        raise BundleError(f"{archive}: not a zip archive ({err}).") from err
+    with zf:
+        members = zf.infolist()
+        bad = [p for m in members if (p := _member_problem(m))]
+        names = [m.filename for m in members]
+        if len(set(names)) != len(names):
+            bad.append("duplicate member names")
+        if bad:
+            raise BundleError(f"{archive}: unsafe archive member(s), refusing to extract: " + "; ".join(bad))
+        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
+            raise BundleError(f"{archive}: unpacks to more than {MAX_UNPACKED_BYTES / 1024**3:.0f} GiB; refusing it.")
+        zf.extractall(into)
+
+
+def _verify_manifest(root: Path) -> list[str]:
+    """Problems of the files under ``root`` against ``root/checksums.sha256``."""
+    manifest = root / MANIFEST_NAME
+    expected: dict[str, str] = {}
+    for n, line in enumerate(manifest.read_text().splitlines(), start=1):
+        m = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
+        if not m or m.group(2).startswith("/") or ".." in PurePosixPath(m.group(2)).parts:
+            return [f"{MANIFEST_NAME} line {n} is malformed: {line!r}"]
+        expected[m.group(2)] = m.group(1).lower()
+    actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p != manifest}
+    problems = [f"{rel}: listed in {MANIFEST_NAME} but missing" for rel in sorted(set(expected) - actual)]
+    problems += [f"{rel}: present but not listed in {MANIFEST_NAME}" for rel in sorted(actual - set(expected))]
+    for rel in sorted(actual & set(expected)):
+        if (found := sha256_file(root / rel)) != expected[rel]:
+            problems.append(f"{rel}: sha256 {found} does not match {expected[rel]} in {MANIFEST_NAME} (changed or corrupted)")
+    return problems
+
+
+def _bundle_root(staging: Path) -> Path:
+    if (staging / "configs" / "metadata.json").is_file():
+        return staging
+    candidates = [d for d in staging.iterdir() if d.is_dir() and (d / "configs" / "metadata.json").is_file()]
+    if len(candidates) != 1:
+        raise BundleError(f"expected exactly one bundle (a folder with configs/metadata.json), found {len(candidates)}.")
+    return candidates[0]
+
+
+def install_bundle(
+    source: str | Path, dest: str | Path | None = None, trust: bool = False, force: bool = False, index_dir: str | Path | None = None
+) -> BundleInfo:
+    """Verify and install a packed bundle (``.zip``) or a bundle folder; return the installed bundle.
+
+    Steps: extract to a temporary folder next to ``dest`` (rejecting unsafe member names), verify every
+    file against ``checksums.sha256`` (required in archives; used when a folder has one), verify the
+    weights against the sha256s in the metadata, inspect every config for code outside the allowlist
+    (skipped with ``trust``), then move the bundle to ``dest/<name>``.
+
+    Args:
+        source: ``<name>_v<version>.zip`` or a bundle folder.
+        dest: folder of installed bundles (default: :func:`user_bundle_dir`).
+        trust: install even if configs call code outside the allowlisted libraries.
+        force: replace an installed bundle of the same name and version.
+        index_dir: folder of the local zoo index (default: ``dest``).
+
+    Raises:
+        BundleError: any check fails; nothing is installed then.
+    """
+    source = Path(source).resolve()
+    if not source.exists():
+        raise BundleError(f"{source}: no such archive or folder.")
+    dest_dir = Path(dest or user_bundle_dir())
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".install-"))
+    try:
+        if source.is_dir():
+            shutil.copytree(source, staging / "src", symlinks=True, ignore=shutil.ignore_patterns(*EXCLUDED_TOP_DIRS, "__pycache__"))
+            top = staging / "src"
+            if any(p.is_symlink() for p in top.rglob("*")):
+                raise BundleError(f"{source}: contains symbolic links; refusing it.")
+        else:
+            _extract(source, staging / "src")
+            top = staging / "src"
+            if not (top / MANIFEST_NAME).is_file():
+                raise BundleError(f"{source}: no {MANIFEST_NAME} at the archive root; not a MedGen bundle archive (pack it with `medgen bundle pack`).")
+        if (top / MANIFEST_NAME).is_file():
+            problems = _verify_manifest(top)
+            if problems:
+                raise BundleError(f"{source}: files do not match {MANIFEST_NAME}; refusing to install:\n  " + "\n  ".join(problems))
+        root = _bundle_root(top)
+        meta = read_metadata(root)
+        name = _safe_name(str(meta.get("name", root.name)), "name")
+        version = _safe_name(str(meta.get("version", "")), "version")
+        state, problems = weights_status(root, meta)
+        if state != "OK":
+            raise BundleError(f"{source}: weights cannot be verified against configs/metadata.json ({state}); refusing to install:\n  " + "\n  ".join(problems))
+        unsafe = check_bundle_configs(root)
+        if unsafe and not trust:
+            raise BundleError(
+                f"{source}: configs run code outside the allowed libraries; refusing to install (use --trust only if you trust its author):\n  "
+                + "\n  ".join(unsafe)
+            )
+        target = dest_dir / name
+        if target.exists():
+            installed = read_metadata(target).get("version") if (target / "configs" / "metadata.json").is_file() else None
+            if installed == version and not force:
+                raise BundleError(f"bundle {name} {version} is already installed at {target}; use --force to replace it.")
+            shutil.move(str(target), str(staging / "previous"))
+        (root / MANIFEST_NAME).unlink(missing_ok=True)  # verified; its paths are relative to the archive root
+        try:
+            os.replace(root, target)
+        except OSError:
+            if (staging / "previous").exists():
+                shutil.move(str(staging / "previous"), str(target))  # put the old install back
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    checksum = sha256_file(source) if source.is_file() else None
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record_in_index(name, version, checksum, str(source), index_dir or dest_dir, installed_path=str(target), installed_at=now, needed_trust=bool(unsafe))
+    return BundleInfo(name=name, path=target, metadata=read_metadata(target), source="user")

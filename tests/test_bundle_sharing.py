@@ -1,0 +1,172 @@
+"""Packing, verifying and installing bundles (medgen_core.bundles.sharing and ``medgen bundle pack/install/list``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bundle_testing import BUNDLE_IDS, BUNDLES, sample_volume, snapshot_bundle
+from medgen_core.bundles.catalog import get_bundle
+from medgen_core.bundles.runner import run_bundle_inference
+from medgen_core.bundles.sharing import MANIFEST_NAME, install_bundle, pack_bundle, read_zoo_index
+from medgen_core.bundles.weights import weight_files
+from medgen_core.cli.main import main
+from medgen_core.errors import BundleError
+from medgen_core.provenance import verify_provenance
+
+
+@pytest.fixture(scope="module", params=BUNDLES, ids=BUNDLE_IDS)
+def bundle(request, tmp_path_factory) -> Path:
+    src: Path = request.param
+    return snapshot_bundle(src, tmp_path_factory.mktemp("snapshot") / src.name)
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch) -> Path:
+    """An empty user bundle folder (MEDGEN_BUNDLE_DIR)."""
+    path = tmp_path / "user_bundles"
+    monkeypatch.setenv("MEDGEN_BUNDLE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def archive(bundle: Path, tmp_path: Path, user_dir: Path) -> Path:
+    return pack_bundle(bundle, tmp_path / "packs")
+
+
+def _rewrite(src: Path, dst: Path, change: dict[str, bytes | None] | None = None, extra: dict[str, bytes] | None = None) -> Path:
+    """Copy a zip, replacing (bytes) or dropping (None) some members and adding others."""
+    change = change or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = change.get(item.filename, zin.read(item.filename))
+            if data is not None:
+                zout.writestr(item.filename, data)
+        for name, data in (extra or {}).items():
+            zout.writestr(name, data)
+    return dst
+
+
+def _manifest_for(members: dict[str, bytes]) -> bytes:
+    return "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in members.items() if n != MANIFEST_NAME).encode()
+
+
+def _weight_member(archive: Path) -> str:
+    with zipfile.ZipFile(archive) as zf:
+        return next(n for n in zf.namelist() if "/models/" in n and n.endswith((".pt", ".safetensors", ".ts")))
+
+
+def test_pack_writes_manifest_and_leaves_out_local_outputs(bundle: Path, tmp_path: Path, user_dir: Path) -> None:
+    src = snapshot_bundle(bundle, tmp_path / bundle.name)
+    for junk in ("eval/out.nii.gz", "runs/x2/checkpoint.pt", "configs/__pycache__/x.pyc"):
+        (src / junk).parent.mkdir(parents=True, exist_ok=True)
+        (src / junk).write_bytes(b"local output")
+    version = json.loads((src / "configs" / "metadata.json").read_text())["version"]
+    archive = pack_bundle(src, tmp_path / "packs")
+    assert archive.name == f"{bundle.name}_v{version}.zip"
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        manifest = dict(reversed(line.split("  ", 1)) for line in zf.read(MANIFEST_NAME).decode().splitlines())
+        assert all(hashlib.sha256(zf.read(n)).hexdigest() == h for n, h in manifest.items())
+    assert set(manifest) == names - {MANIFEST_NAME}
+    assert f"{bundle.name}/configs/metadata.json" in names and f"{bundle.name}/LICENSE" in names
+    assert not any(part in n for n in names for part in ("/eval/", "/runs/", "__pycache__"))
+    entry = read_zoo_index()[f"{bundle.name}_v{version}"]
+    assert entry["checksum"] == hashlib.sha256(archive.read_bytes()).hexdigest() and entry["source"] == str(archive)
+    assert not list(archive.parent.glob(".tmp-*"))
+
+
+def test_pack_install_run(bundle: Path, archive: Path, tmp_path: Path, user_dir: Path) -> None:
+    info = install_bundle(archive)
+    assert info.path == user_dir / bundle.name and not (info.path / MANIFEST_NAME).exists()
+    found = get_bundle(bundle.name)
+    assert found.source == "user" and found.path == info.path
+    out = run_bundle_inference(bundle.name, sample_volume(tmp_path / "in.nii.gz"), tmp_path / "out" / "sr.nii.gz")
+    assert verify_provenance(out).status == "intact"
+    entry = read_zoo_index()[f"{bundle.name}_v{info.version}"]
+    assert entry["checksum"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert entry["installed_path"] == str(info.path) and entry["needed_trust"] is False
+    assert not [p for p in user_dir.iterdir() if p.name.startswith(".install-")]
+    # the same version again needs --force
+    with pytest.raises(BundleError, match="already installed.*--force"):
+        install_bundle(archive)
+    assert install_bundle(archive, force=True).path == info.path
+
+
+def test_changed_weight_byte_is_refused(archive: Path, tmp_path: Path, user_dir: Path) -> None:
+    member = _weight_member(archive)
+    with zipfile.ZipFile(archive) as zf:
+        data = bytearray(zf.read(member))
+        members = {n: zf.read(n) for n in zf.namelist()}
+    data[len(data) // 3] ^= 0x01
+    bad = _rewrite(archive, tmp_path / "bad.zip", {member: bytes(data)})
+    with pytest.raises(BundleError, match=rf"{member}: sha256 .* does not match .* in checksums.sha256"):
+        install_bundle(bad)
+    # a consistent manifest does not help: the weights must still match the metadata's sha256
+    members[member] = bytes(data)
+    resigned = _rewrite(archive, tmp_path / "resigned.zip", {member: bytes(data), MANIFEST_NAME: _manifest_for(members)})
+    with pytest.raises(BundleError, match="weights cannot be verified.*MISMATCH"):
+        install_bundle(resigned)
+    assert not user_dir.exists() or not any(p for p in user_dir.iterdir() if p.is_dir())
+
+
+def test_missing_extra_and_unsafe_members_are_refused(archive: Path, tmp_path: Path, user_dir: Path) -> None:
+    name = archive.name.rsplit("_v", 1)[0]
+    missing = _rewrite(archive, tmp_path / "missing.zip", {f"{name}/LICENSE": None})
+    with pytest.raises(BundleError, match="LICENSE: listed in checksums.sha256 but missing"):
+        install_bundle(missing)
+    extra = _rewrite(archive, tmp_path / "extra.zip", extra={f"{name}/configs/extra.json": b"{}"})
+    with pytest.raises(BundleError, match="extra.json: present but not listed"):
+        install_bundle(extra)
+    for evil in ("../escaped.txt", "/tmp/absolute.txt", f"{name}/../../escaped.txt"):
+        with pytest.raises(BundleError, match="unsafe archive member"):
+            install_bundle(_rewrite(archive, tmp_path / "evil.zip", extra={evil: b"x"}))
+    no_manifest = _rewrite(archive, tmp_path / "plain.zip", {MANIFEST_NAME: None})
+    with pytest.raises(BundleError, match="no checksums.sha256"):
+        install_bundle(no_manifest)
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/absolute.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "config_id, value",
+    [
+        ("shell", {"_target_": "os.system", "command": "echo must-not-run"}),
+        ("shell", "$__import__('os').system('echo must-not-run')"),
+        ("shell", "$torch.os.system('echo must-not-run')"),
+    ],
+    ids=["target", "dunder-import", "module-attribute"],
+)
+def test_unsafe_config_needs_trust(bundle: Path, tmp_path: Path, user_dir: Path, config_id: str, value) -> None:
+    src = snapshot_bundle(bundle, tmp_path / bundle.name)
+    infer = src / "configs" / "inference.json"
+    config = json.loads(infer.read_text())
+    config[config_id] = value
+    infer.write_text(json.dumps(config, indent=4) + "\n")
+    archive = pack_bundle(src, tmp_path / "packs")
+    with pytest.raises(BundleError, match=r"refusing to install \(use --trust.*\n.*configs/inference.json id 'shell"):
+        install_bundle(archive)
+    assert main(["bundle", "install", str(archive)]) == 2
+    assert not (user_dir / bundle.name).exists()
+    info = install_bundle(archive, trust=True)  # installed, not run
+    assert json.loads((info.path / "configs" / "inference.json").read_text())[config_id] == value
+    assert read_zoo_index()[f"{info.name}_v{info.version}"]["needed_trust"] is True
+
+
+def test_install_from_folder_and_cli_list(bundle: Path, tmp_path: Path, user_dir: Path, capsys) -> None:
+    assert main(["bundle", "install", str(bundle)]) == 0
+    assert (user_dir / bundle.name / "configs" / "metadata.json").is_file()
+    assert main(["bundle", "pack", bundle.name, "--out", str(tmp_path / "packs")]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["name", "version", "source", "weights"]
+    row = next(line for line in lines if line.startswith(bundle.name))
+    assert " user:" in row and " OK " in row
+    for path in weight_files(user_dir / bundle.name):  # break the installed copy: list says so
+        path.write_bytes(path.read_bytes()[:-1])
+    main(["bundle", "list"])
+    assert " MISMATCH " in next(line for line in capsys.readouterr().out.splitlines() if line.startswith(bundle.name))

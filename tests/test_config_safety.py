@@ -1,0 +1,82 @@
+"""The config inspection used by ``medgen bundle install`` (medgen_core.bundles.config_safety): a table of
+expressions and targets that must be refused or allowed. Nothing here is evaluated."""
+
+from __future__ import annotations
+
+import pytest
+
+from medgen_core.bundles.config_safety import check_config, check_expression, check_logging_ini, check_target
+
+REFUSED = {
+    "__import__('os').system('x')": "dunder name '__import__'",
+    "os.system('x')": "name 'os'",
+    "eval('1')": "name 'eval'",
+    "getattr(torch, 'os')": "name 'getattr'",
+    "torch.os.system('x')": "resolves to code in 'os'",
+    "medgen_core.bundles.weights.pickle.loads(b'')": "resolves to code in 'pickle'",
+    "[m.os for m in [torch]]": "module used as a value",
+    "(x := numpy)": "module used as a value",
+    "torch._utils._import_dotted_name('os')": "private or dunder",
+    "(1).__class__.__bases__": "private or dunder attribute '__class__'",
+    "torch.load('m.pt', weights_only=False)": "known escape hatch",
+    "torch.hub.load('a', 'b')": "known escape hatch",
+    "monai.utils.optional_import('os')[0]": "known escape hatch",
+    "monai.bundle.ConfigParser({}).get_parsed_content('x')": "known escape hatch",
+    "monai.utils.run_cmd(['ls'])": "known escape hatch",
+    "monai.data.NumpyReader(allow_pickle=True)": "allow_pickle=True",
+    "import os": "outside the allowed libraries",
+    "from torch import os": "resolves to code in 'os'",
+    "import torch.hub": "known escape hatch",
+    "1 +": "not a valid Python expression",
+}
+ALLOWED = [
+    "torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+    "@bundle_root + '/eval'",
+    "@_meta_#name + chr(64) + @_meta_#version",
+    "@network_def.to(@device)",
+    "[x * 2 for x in range(3)]",
+    "lambda d: d['image']",
+    "np.zeros(3)",
+    "monai.utils.set_determinism(seed=0)",
+    "medgen_core.bundles.weights.load_verified_network(@net, @file, @sha, @device)",
+    "import torch.distributed as dist",
+    "dist.get_rank()",
+]
+
+
+@pytest.mark.parametrize("expr, why", REFUSED.items(), ids=list(REFUSED))
+def test_refused_expressions(expr: str, why: str) -> None:
+    problems = check_expression(expr, {})
+    assert problems and any(why in p for p in problems), problems
+
+
+@pytest.mark.parametrize("expr", ALLOWED)
+def test_allowed_expressions(expr: str) -> None:
+    assert check_expression(expr, {"dist": "torch.distributed"}) == []
+
+
+@pytest.mark.parametrize(
+    "target, ok", [("Compose", True), ("medgen_core.networks.RRDBNet", True), ("torch.nn.Conv2d", True), ("os.system", False),
+                   ("eval", False), ("builtins.exec", False), ("monai.bundle.ConfigWorkflow", False), ("$torch.os.system", False)],
+)  # fmt: skip
+def test_targets(target: str, ok: bool) -> None:
+    assert (check_target(target) is None) == ok
+
+
+def test_config_messages_name_file_and_id() -> None:
+    config = {"a": [{"_target_": "os.system", "command": "x"}], "b": {"weights_only": False}, "c": "%/etc/passwd#x", "d": "%configs/other.json#x"}
+    problems = check_config(config, "configs/inference.json")
+    assert problems[0].startswith("configs/inference.json id 'a#0#_target_': 'os.system': ")
+    assert any("id 'b#weights_only'" in p and "pickles" in p for p in problems)
+    assert any("id 'c'" in p and "only refer to files inside the bundle" in p for p in problems)
+    assert not any("id 'd'" in p for p in problems)
+
+
+def test_logging_ini(tmp_path) -> None:
+    good = "[handler_h]\nclass=StreamHandler\nargs=(sys.stdout,)\n[formatter_f]\nclass=logging.Formatter\n"
+    bad = "[handler_h]\nclass=__import__('os').system('x')\nargs=(open('/etc/passwd'),)\n"
+    (tmp_path / "good.conf").write_text(good)
+    (tmp_path / "bad.conf").write_text(bad)
+    assert check_logging_ini(tmp_path / "good.conf") == []
+    problems = check_logging_ini(tmp_path / "bad.conf")
+    assert len(problems) == 2 and "class=" in problems[0] and "args=" in problems[1]
