@@ -86,7 +86,7 @@ def test_bad_arguments() -> None:
 
 def test_wrong_input_rank() -> None:
     net2d, net3d = _net(2, 2), _net(3, 2)
-    with pytest.raises(ValueError, match=r"expects a 4D tensor.*\(4, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"expects a 4D tensor.*got a 3D"):
         net2d(torch.rand(4, 4, 4))
     with pytest.raises(ValueError, match="expects a 4D tensor"):
         net2d(torch.rand(1, 1, 4, 4, 4))
@@ -107,3 +107,12 @@ def test_torchscript_matches_eager(spatial_dims: int, size: tuple[int, ...]) -> 
     with torch.no_grad():
         for inp in (x, other):
             torch.testing.assert_close(compiled(inp), net(inp), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_torchscript_script_matches_eager(spatial_dims: int) -> None:
+    net = _net(spatial_dims, 2).eval()
+    torch.nn.init.normal_(net.conv_last.weight, std=0.05)  # make the learned branch non-zero
+    x = torch.rand(1, 1, *([6] * spatial_dims))
+    scripted = torch.jit.script(net)
+    assert torch.allclose(scripted(x), net(x), atol=1e-6)

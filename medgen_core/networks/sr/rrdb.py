@@ -130,6 +130,7 @@ class RRDBNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.scale = scale
         self.interp_residual = interp_residual
+        self.interp_mode = _INTERP_MODE[spatial_dims]
         self.conv_first = conv(in_channels, num_feat, 3, padding=1)
         self.body = nn.Sequential(*[RRDB(spatial_dims, num_feat, num_grow, residual_scale) for _ in range(num_block)])
         self.conv_body = conv(num_feat, num_feat, 3, padding=1)
@@ -145,9 +146,8 @@ class RRDBNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upsample ``x`` of shape ``(B, C_in, *S)`` to ``(B, C_out, *(scale * S))``."""
         if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"RRDBNet(spatial_dims={self.spatial_dims}) expects a {self.spatial_dims + 2}D tensor (B, C, *S), got shape {tuple(x.shape)}."
-            )
+            # plain concatenation keeps forward scriptable (TorchScript rejects f-strings over tuples)
+            raise ValueError("RRDBNet expects a " + str(self.spatial_dims + 2) + "D tensor (B, C, *S), got a " + str(x.dim()) + "D tensor.")
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         for upconv in self.upconvs:
@@ -155,9 +155,9 @@ class RRDBNet(nn.Module):
         out = self.conv_last(self.act(self.conv_hr(feat)))
         if not self.interp_residual:
             return out
-        # the interpolation skip stays in float32 even under bf16 autocast: it carries most of the signal
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            base = x.float()
-            if self.scale > 1:
-                base = F.interpolate(base, scale_factor=float(self.scale), mode=_INTERP_MODE[self.spatial_dims], align_corners=False)
-            return out.float() + base
+        # the interpolation skip carries most of the signal: keep it in float32 (interpolation is not
+        # on autocast's lower-precision list, so a float32 input stays float32 under bf16 autocast)
+        base = x.float()
+        if self.scale > 1:
+            base = F.interpolate(base, scale_factor=float(self.scale), mode=self.interp_mode, align_corners=False)
+        return out.float() + base
