@@ -11,7 +11,6 @@ each ``model.pt`` into the bundle's ``models/`` folder and records its sha256 in
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path

@@ -19,14 +19,6 @@ from medgen_core.transforms.degradation import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, busy CPU, torch's thread pool contends and runs ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _centre(k: np.ndarray | int, scale: int) -> np.ndarray | float:
     return k * scale + (scale - 1) / 2.0

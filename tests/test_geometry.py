@@ -20,14 +20,6 @@ from medgen_core.io import Volume
 from medgen_core.networks import RRDBNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, busy CPU, torch's thread pool contends and runs ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 SPACING = np.array([0.8, 0.8, 2.5])
 ORIGIN = np.array([-61.5, 20.25, -12.0])

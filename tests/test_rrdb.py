@@ -9,14 +9,6 @@ import torch.nn.functional as F
 from medgen_core.networks import RRDBNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, busy CPU, torch's thread pool contends and runs ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 TINY = dict(num_feat=4, num_block=1, num_grow=2)
 

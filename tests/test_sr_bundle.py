@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from medgen_core.cli.main import main  # noqa: E402
 from medgen_core.inference import upscaled_affine, voxel_corners_world  # noqa: E402
@@ -34,14 +33,6 @@ VARIANTS = METADATA["medgen"]["variants"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHAPE = (40, 48, 6)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, busy CPU, torch's thread pool contends and runs ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def oblique_affine() -> np.ndarray:

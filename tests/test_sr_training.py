@@ -17,14 +17,6 @@ from medgen_core.training.super_resolution import PatchSampler, SRTrainingConfig
 from medgen_core.transforms.degradation import degrade
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, busy CPU, torch's thread pool contends and runs ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

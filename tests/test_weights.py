@@ -16,14 +16,6 @@ from medgen_core.errors import BundleError, WeightsError
 from medgen_core.networks import RRDBNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, busy CPU, torch's thread pool contends and runs ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _net(seed: int, num_feat: int = 4) -> RRDBNet:
     torch.manual_seed(seed)
