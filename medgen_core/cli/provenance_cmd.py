@@ -59,7 +59,10 @@ def _show(args: argparse.Namespace) -> int:
         f"task:        {record.get('task')}",
         f"generated:   {record.get('generated_at')}",
         f"bundle:      {record.get('bundle_id')}",
+        f"weights:     sha256 {record.get('weights_sha256')}",
+        f"parameters:  {json.dumps(record.get('parameters') or {}, sort_keys=True)}",
         f"seed:        {record.get('seed')}",
+        f"output:      pixel sha256 {(record.get('output') or {}).get('sha256')}",
         f"run id:      {record.get('run_id')}",
         "inputs:",
     ]

@@ -11,6 +11,7 @@ import numpy as np
 from medgen_core.bundles import get_bundle, run_bundle_inference
 from medgen_core.errors import BundleError, ImageWriteError
 from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, format_of, read_volume
+from medgen_core.utils.progress import progress_mode
 
 __all__ = ["register", "choose_variant", "check_output_path"]
 
@@ -32,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--bundle", default=DEFAULT_SR_BUNDLE, help="super-resolution bundle name or folder")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage (input / bicubic / model)")
+    p.add_argument("--progress", default=None, choices=("bar", "json"),
+                   help="'json' also prints one 'MEDGEN_PROGRESS {...}' line per step to stdout (for GUIs); default: bar only")
     p.set_defaults(func=run)
 
 
@@ -59,6 +62,11 @@ def device_override(device: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    with progress_mode(getattr(args, "progress", None)):  # --progress json: MEDGEN_PROGRESS lines on stdout
+        return _upscale(args)
+
+
+def _upscale(args: argparse.Namespace) -> int:
     check_output_path(args.input, args.output)
     source = read_volume(args.input)  # fail fast, with a clear message, before loading any model
     bundle = get_bundle(args.bundle)

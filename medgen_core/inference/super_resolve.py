@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
-from tqdm import tqdm
 
 from medgen_core.inference.geometry import upscaled_affine
 from medgen_core.io import Volume
+from medgen_core.utils.progress import progress
 
 __all__ = ["VolumeSuperResolver", "bicubic_upscale_volume", "pick_slice_axis"]
 
@@ -97,7 +97,7 @@ class VolumeSuperResolver:
         stack = np.moveaxis(array, slice_axis, 0)
         out = []
         starts = range(0, stack.shape[0], self.batch_size)
-        for start in tqdm(starts, desc=desc, unit="batch", disable=not self.progress):
+        for start in progress(starts, desc=desc, unit="batch", disable=not self.progress):
             x = torch.from_numpy(np.ascontiguousarray(stack[start : start + self.batch_size]))[:, None].to(self.device)
             if max(x.shape[-2:]) <= self.inferer.roi_size[0]:
                 y = self.network(x)

@@ -1,0 +1,166 @@
+"""Build the ``medgen`` command line for one generation request (upscale, translate, augment)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+__all__ = [
+    "ACTIONS",
+    "Command",
+    "Device",
+    "GenerationRequest",
+    "build_command",
+    "detect_cuda_gpus",
+    "medgen_executable",
+    "python_executable",
+]
+
+#: The actions MedGen bundles declare in ``metadata["medgen"]["action"]``, in button order.
+ACTIONS: tuple[str, ...] = ("translate", "upscale", "augment")
+DIRECTIONS: tuple[str, ...] = ("a2b", "b2a")
+
+
+class Device(str, Enum):
+    """Where the child process computes: ``auto`` (CUDA if the child finds it), force ``cpu``, or ``cuda``."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One run of ``medgen <action> INPUT OUTPUT ...``.
+
+    Args:
+        action: ``"upscale"``, ``"translate"`` or ``"augment"``.
+        input_path, output_path: files the CLI reads and writes (NRRD in the module).
+        bundle: bundle name (``--bundle``); ``None`` uses the CLI's default (upscale only).
+        scale: upscaling factor (upscale).
+        variant: explicit bundle variant (upscale/augment), overrides ``scale``.
+        direction: ``"a2b"`` or ``"b2a"`` (translate).
+        seed: random seed (augment).
+        device: :class:`Device`; ``cpu`` also hides GPUs from the child (``CUDA_VISIBLE_DEVICES=-1``).
+        extra_args: appended verbatim (advanced use).
+    """
+
+    action: str
+    input_path: Path
+    output_path: Path
+    bundle: str | None = None
+    scale: int = 2
+    variant: str | None = None
+    direction: str = "a2b"
+    seed: int | None = None
+    device: Device = Device.AUTO
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; expected one of {', '.join(ACTIONS)}")
+        if self.action == "translate" and not self.bundle:
+            raise ValueError("translate needs a bundle name")
+        if self.action == "translate" and self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if self.action == "upscale" and int(self.scale) < 2:
+            raise ValueError(f"scale must be >= 2, got {self.scale}")
+        object.__setattr__(self, "device", Device(self.device))
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ready-to-run command: ``argv`` and the full child environment ``env``."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+    def display(self) -> str:
+        """Shell-like one-line rendering for the log box."""
+        return subprocess.list2cmdline(self.argv)
+
+
+def python_executable() -> str:
+    """The Python to run ``-m medgen_core.cli.main`` with.
+
+    Inside Slicer ``sys.executable`` is ``python-real`` (no launcher environment), so ``PythonSlicer``
+    on the PATH is preferred there; elsewhere it is ``sys.executable``.
+    """
+    if "python-real" in Path(sys.executable).name:
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
+
+
+def medgen_executable(configured: str | os.PathLike[str] | None = None) -> list[str]:
+    """argv prefix for the CLI: a configured ``medgen`` executable, else ``[python, -m, medgen_core.cli.main]``."""
+    if configured:
+        return [str(configured)]
+    return [python_executable(), "-m", "medgen_core.cli.main"]
+
+
+def _action_args(request: GenerationRequest) -> list[str]:
+    args = [request.action, str(request.input_path), str(request.output_path)]
+    if request.bundle:
+        args += ["--bundle", request.bundle]
+    if request.action == "upscale":
+        args += ["--scale", str(int(request.scale))]
+        if request.variant:
+            args += ["--variant", request.variant]
+    elif request.action == "translate":
+        args += ["--direction", request.direction]
+    elif request.action == "augment":
+        if request.variant:
+            args += ["--variant", request.variant]
+        if request.seed is not None:
+            args += ["--seed", str(int(request.seed))]
+    return args
+
+
+def build_command(
+    request: GenerationRequest,
+    executable: Sequence[str] | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> Command:
+    """The ``medgen`` argv (with ``--progress json`` and the device flag) and its environment.
+
+    Args:
+        request: what to run.
+        executable: argv prefix; default :func:`medgen_executable`.
+        base_env: environment to start from; default ``os.environ``.
+    """
+    argv = list(executable or medgen_executable()) + _action_args(request)
+    argv += ["--device", request.device.value, "--progress", "json", *request.extra_args]
+    env = dict(os.environ if base_env is None else base_env)
+    env["MEDGEN_PROGRESS"] = "json"
+    env["PYTHONUNBUFFERED"] = "1"
+    if request.device is Device.CPU:
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    return Command(argv=argv, env=env)
+
+
+def detect_cuda_gpus(timeout_s: float = 5.0) -> list[tuple[str, int]]:
+    """``(name, memory MiB)`` of NVIDIA GPUs from ``nvidia-smi`` (no torch import); ``[]`` if none or unknown."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=timeout_s, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.splitlines():
+        name, _, mem = line.rpartition(",")
+        if name.strip() and mem.strip().isdigit():
+            gpus.append((name.strip(), int(mem.strip())))
+    return gpus
