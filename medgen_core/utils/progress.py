@@ -69,9 +69,7 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, **tqdm_
         except TypeError:
             total = None
     emit = json_progress_enabled()
-    done = 0
-    for item in tqdm(iterable, desc=desc, total=total, **tqdm_kwargs):
+    for done, item in enumerate(tqdm(iterable, desc=desc, total=total, **tqdm_kwargs), start=1):
         yield item
-        done += 1
         if emit:
             print(progress_line(desc, done, total), file=sys.stdout, flush=True)

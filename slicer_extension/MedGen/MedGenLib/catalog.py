@@ -8,7 +8,7 @@ from typing import Any
 
 from MedGenLib.commands import ACTIONS
 
-__all__ = ["BundleChoice", "bundles_by_action", "choice_from_metadata", "enabled_actions"]
+__all__ = ["BundleChoice", "bundle_for", "bundles_by_action", "choice_from_metadata", "enabled_actions", "find_choice"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class BundleChoice:
         task: the metadata's ``task`` (shown as tooltip).
         variants: ``medgen.variants`` (variant name -> dict with ``scale``, ``sha256``, ...).
         default_variant: ``medgen.default_variant`` (for upscale: scale as str -> variant).
-        directions: translation directions offered (``a2b``/``b2a``).
+        directions: ``medgen.directions`` of a two-way translate bundle (``a2b``, ``b2a``); empty for one-way.
+        trained: ``medgen.trained`` (default true); an untrained bundle is listed but cannot run.
     """
 
     name: str
@@ -31,6 +32,7 @@ class BundleChoice:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_variant: dict[str, str] = field(default_factory=dict)
     directions: tuple[str, ...] = ()
+    trained: bool = True
 
     @property
     def label(self) -> str:
@@ -55,7 +57,7 @@ def choice_from_metadata(name: str, metadata: Mapping[str, Any]) -> BundleChoice
     action = str(medgen.get("action", ""))
     if action not in ACTIONS:
         return None
-    directions = tuple(str(d) for d in medgen.get("directions", ("a2b", "b2a"))) if action == "translate" else ()
+    directions = tuple(str(d) for d in medgen.get("directions") or ()) if action == "translate" else ()
     return BundleChoice(
         name=str(metadata.get("name", name)),
         version=str(metadata.get("version", "?")),
@@ -64,11 +66,14 @@ def choice_from_metadata(name: str, metadata: Mapping[str, Any]) -> BundleChoice
         variants={str(k): dict(v) for k, v in (medgen.get("variants") or {}).items() if isinstance(v, Mapping)},
         default_variant={str(k): str(v) for k, v in (medgen.get("default_variant") or {}).items()},
         directions=directions,
+        trained=bool(medgen.get("trained", True)),
     )
 
 
 def _discover_metadata() -> dict[str, Mapping[str, Any]]:
-    from medgen_core.bundles import discover_bundles  # imported on use: needs MedGen installed
+    from medgen_core.bundles import (
+        discover_bundles,  # imported on use: needs MedGen installed
+    )
 
     return {name: info.metadata for name, info in discover_bundles().items()}
 
@@ -90,3 +95,14 @@ def bundles_by_action(discover: Callable[[], Mapping[str, Mapping[str, Any]]] | 
 def enabled_actions(groups: Mapping[str, list[BundleChoice]]) -> set[str]:
     """Actions with at least one bundle (their buttons are enabled)."""
     return {action for action, choices in groups.items() if choices}
+
+
+def bundle_for(groups: Mapping[str, list[BundleChoice]], action: str, preferred: str = "") -> BundleChoice | None:
+    """The ``preferred`` bundle if it does ``action``, else the first bundle that does (``None`` if none)."""
+    choices = groups.get(action) or []
+    return next((c for c in choices if c.name == preferred), choices[0] if choices else None)
+
+
+def find_choice(groups: Mapping[str, list[BundleChoice]], name: str) -> BundleChoice | None:
+    """The bundle called ``name`` in any group."""
+    return next((c for choices in groups.values() for c in choices if c.name == name), None)

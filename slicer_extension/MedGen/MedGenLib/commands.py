@@ -18,6 +18,7 @@ __all__ = [
     "GenerationRequest",
     "build_command",
     "detect_cuda_gpus",
+    "device_advice",
     "medgen_executable",
     "python_executable",
 ]
@@ -45,7 +46,7 @@ class GenerationRequest:
         bundle: bundle name (``--bundle``); ``None`` uses the CLI's default (upscale only).
         scale: upscaling factor (upscale).
         variant: explicit bundle variant (upscale/augment), overrides ``scale``.
-        direction: ``"a2b"`` or ``"b2a"`` (translate).
+        direction: ``"a2b"`` or ``"b2a"`` for two-way translate bundles; ``None`` for one-way ones.
         seed: random seed (augment).
         device: :class:`Device`; ``cpu`` also hides GPUs from the child (``CUDA_VISIBLE_DEVICES=-1``).
         extra_args: appended verbatim (advanced use).
@@ -57,7 +58,7 @@ class GenerationRequest:
     bundle: str | None = None
     scale: int = 2
     variant: str | None = None
-    direction: str = "a2b"
+    direction: str | None = None
     seed: int | None = None
     device: Device = Device.AUTO
     extra_args: tuple[str, ...] = field(default_factory=tuple)
@@ -67,7 +68,7 @@ class GenerationRequest:
             raise ValueError(f"unknown action {self.action!r}; expected one of {', '.join(ACTIONS)}")
         if self.action == "translate" and not self.bundle:
             raise ValueError("translate needs a bundle name")
-        if self.action == "translate" and self.direction not in DIRECTIONS:
+        if self.action == "translate" and self.direction not in (None, *DIRECTIONS):
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
         if self.action == "upscale" and int(self.scale) < 2:
             raise ValueError(f"scale must be >= 2, got {self.scale}")
@@ -114,7 +115,7 @@ def _action_args(request: GenerationRequest) -> list[str]:
         args += ["--scale", str(int(request.scale))]
         if request.variant:
             args += ["--variant", request.variant]
-    elif request.action == "translate":
+    elif request.action == "translate" and request.direction:
         args += ["--direction", request.direction]
     elif request.action == "augment":
         if request.variant:
@@ -164,3 +165,14 @@ def detect_cuda_gpus(timeout_s: float = 5.0) -> list[tuple[str, int]]:
         if name.strip() and mem.strip().isdigit():
             gpus.append((name.strip(), int(mem.strip())))
     return gpus
+
+
+def device_advice(gpus: Sequence[tuple[str, int]], low_memory_mib: int = 7500) -> str:
+    """One line about the compute device for the GUI (CPU fallback, low GPU memory)."""
+    if not gpus:
+        return "No NVIDIA GPU found: models run on the CPU (slower; fine for small volumes)."
+    name, memory = max(gpus, key=lambda g: g[1])
+    text = f"GPU: {name} ({memory / 1024:.0f} GB)."
+    if memory < low_memory_mib:
+        text += " Less than 8 GB: use 'Force CPU' if large volumes run out of memory."
+    return text

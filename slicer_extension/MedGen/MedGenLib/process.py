@@ -99,8 +99,12 @@ class MedGenProcess:
         threading.Thread(target=self._reap_stragglers, name="MedGenProcessWaiter", daemon=True).start()
         return self
 
-    def cancel(self, grace_s: float = 3.0) -> None:
-        """Kill the child and its descendants (TERM, then KILL after ``grace_s``); the state becomes Cancelled."""
+    def cancel(self, grace_s: float = 3.0, wait: bool = True) -> None:
+        """Kill the child and its descendants: TERM, then KILL to the whole group after ``grace_s``.
+
+        The state becomes Cancelled once the output is drained. With ``wait=False`` the escalation
+        runs in a background thread (for GUIs: no modal wait).
+        """
         with self._lock:
             if self.state.finished:
                 return
@@ -109,12 +113,19 @@ class MedGenProcess:
             self._finish(State.CANCELLED, CANCELLED_RETURN_CODE, "cancelled before start")
             return
         self._kill_tree(signal.SIGTERM)
+        if not wait:
+            threading.Thread(target=self._escalate, args=(grace_s,), name="MedGenProcessKiller", daemon=True).start()
+            return
+        self._escalate(grace_s)
+        self.wait(timeout=grace_s + 5.0)
+
+    def _escalate(self, grace_s: float) -> None:
+        assert self._popen is not None
         try:
             self._popen.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass
-        self._kill_tree(getattr(signal, "SIGKILL", signal.SIGTERM))  # stragglers that ignored TERM
-        self.wait(timeout=grace_s + 5.0)
+        self._kill_tree(getattr(signal, "SIGKILL", signal.SIGTERM))  # descendants that ignored TERM
 
     def wait(self, timeout: float | None = None) -> State:
         """Block until the child has exited and its output is read (or ``timeout``); returns the state."""

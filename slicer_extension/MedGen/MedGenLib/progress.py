@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = ["ErrorEvent", "Event", "LogEvent", "ProgressEvent", "StateEvent", "parse_line"]
 
@@ -48,7 +47,7 @@ class StateEvent:
     detail: str = ""
 
 
-Event = Union[ProgressEvent, ErrorEvent, LogEvent, StateEvent]
+Event = ProgressEvent | ErrorEvent | LogEvent | StateEvent
 
 
 def _as_int(value: object) -> int | None:
@@ -59,12 +58,16 @@ def _as_int(value: object) -> int | None:
 
 
 def parse_line(line: str) -> Event:
-    """The event for one output line (malformed progress lines become :class:`LogEvent`)."""
+    """The event for one output line (malformed progress lines become :class:`LogEvent`).
+
+    The child's stderr is merged into stdout, so a progress or error line may follow a tqdm fragment
+    on the same line (tqdm writes ``\r`` without a newline); the marker is searched anywhere.
+    """
     text = line.rstrip("\r\n")
-    stripped = text.strip()
-    if stripped.startswith(PROGRESS_PREFIX):
+    at = text.find(PROGRESS_PREFIX + "{")
+    if at >= 0:
         try:
-            payload = json.loads(stripped[len(PROGRESS_PREFIX):])
+            payload = json.loads(text[at + len(PROGRESS_PREFIX):].strip())
         except ValueError:
             return LogEvent(text)
         if not isinstance(payload, dict):
@@ -75,6 +78,7 @@ def parse_line(line: str) -> Event:
             fraction = done / total if done is not None and total else None
         fraction = None if fraction is None else min(max(float(fraction), 0.0), 1.0)
         return ProgressEvent(stage=str(payload.get("stage", "")), done=done or 0, total=total, fraction=fraction)
-    if stripped.startswith(ERROR_PREFIX):
-        return ErrorEvent(stripped[len(ERROR_PREFIX):].strip())
+    at = text.find(ERROR_PREFIX)
+    if at >= 0:
+        return ErrorEvent(text[at + len(ERROR_PREFIX):].strip())
     return LogEvent(text)
