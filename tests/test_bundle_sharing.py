@@ -85,7 +85,11 @@ def test_pack_install_run(bundle: Path, archive: Path, tmp_path: Path, user_dir:
     assert info.path == user_dir / bundle.name and not (info.path / MANIFEST_NAME).exists()
     found = get_bundle(bundle.name)
     assert found.source == "user" and found.path == info.path
-    out = run_bundle_inference(bundle.name, sample_volume(tmp_path / "in.nii.gz"), tmp_path / "out" / "sr.nii.gz")
+    if found.metadata.get("medgen", {}).get("input_mode") == "labels":  # label-map models get their shipped sample
+        source = next((info.path / "sample_data").glob("*.nii.gz"))
+    else:
+        source = sample_volume(tmp_path / "in.nii.gz")
+    out = run_bundle_inference(bundle.name, source, tmp_path / "out" / "generated.nii.gz")
     assert verify_provenance(out).status == "intact"
     entry = read_zoo_index()[f"{bundle.name}_v{info.version}"]
     assert entry["checksum"] == hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -163,7 +167,7 @@ def test_install_from_folder_and_cli_list(bundle: Path, tmp_path: Path, user_dir
     capsys.readouterr()
     assert main(["bundle", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["name", "version", "source", "weights"]
+    assert lines[0].split()[:5] == ["name", "version", "action", "source", "weights"]
     row = next(line for line in lines if line.startswith(bundle.name))
     assert " user:" in row and " OK " in row
     for path in weight_files(user_dir / bundle.name):  # break the installed copy: list says so

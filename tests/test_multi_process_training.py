@@ -47,7 +47,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
         "--train_files", json.dumps([str(volume)]), "--output_dir", str(out),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)

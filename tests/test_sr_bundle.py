@@ -83,7 +83,7 @@ def test_monai_bundle_run_writes_intact_provenance(tmp_path, input_file: Path) -
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
            "--meta_file", "configs/metadata.json", "--bundle_root", str(BUNDLE),
            "--input_file", str(input_file), "--output_file", str(out)]
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=_env(), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.is_file() and sidecar_path(out).is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["sr.nii.gz", "sr.nii.gz.generated.json"]

@@ -45,7 +45,7 @@ def monai_bundle_command(command: str, args: dict[str, Any], cwd: str | Path, ti
         argv += [f"--{key}", _cli_value(value)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired:
         return 124, f"timed out after {timeout:.0f} s"
     return done.returncode, done.stdout + done.stderr

@@ -21,6 +21,7 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "medgen_core.cli.demo_cmd",
     "medgen_core.cli.upscale_cmd",
+    "medgen_core.cli.translate_cmd",
     "medgen_core.cli.provenance_cmd",
     "medgen_core.cli.bundle_cmd",
 )

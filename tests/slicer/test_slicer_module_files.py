@@ -119,5 +119,5 @@ def test_medgenlib_imports_no_gui_or_heavy_packages():
         "bad = ['qt', 'ctk', 'slicer', 'slicer.ScriptedLoadableModule', 'torch', 'monai', 'medgen_core', 'vtk']\n"
         "print([m for m in bad if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(MODULE)], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(MODULE)], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60, check=True)
     assert out.stdout.strip() == "[]"

@@ -158,5 +158,5 @@ def test_cancel_kills_the_whole_process_tree():
 
 
 def test_cli_main_runs_as_module_and_offers_json_progress():
-    out = subprocess.run([sys.executable, "-m", "medgen_core.cli.main", "upscale", "--help"], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-m", "medgen_core.cli.main", "upscale", "--help"], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120, check=False)
     assert out.returncode == 0 and "--progress {bar,json}" in out.stdout

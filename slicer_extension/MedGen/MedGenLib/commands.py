@@ -155,7 +155,7 @@ def detect_cuda_gpus(timeout_s: float = 5.0) -> list[tuple[str, int]]:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=timeout_s, check=True,
+            capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
