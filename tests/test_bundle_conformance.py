@@ -155,6 +155,13 @@ def test_layout_json_format_and_file_size(broken: Path) -> None:
     assert check_file_sizes(broken) == ["docs/big.bin: 26.0 MB is over the 25 MB limit; host it and list it in large_files.yml"]
 
 
+def test_trainable_bundle_needs_multi_process_config(broken: Path) -> None:
+    assert (broken / "configs" / "train.json").is_file()
+    assert not any("multi_gpu_train" in p for p in check_layout(broken))
+    (broken / "configs" / "multi_gpu_train.json").unlink()
+    assert any(p.startswith("configs/multi_gpu_train.json is missing") for p in check_layout(broken))
+
+
 def test_exemption_is_honoured_and_limited(broken: Path) -> None:
     _edit_json(
         broken / "configs" / "metadata.json",

@@ -87,6 +87,9 @@ def check_layout(bundle_root: str | Path) -> list[str]:
         ok = (root / rel).is_dir() if rel.endswith("/") else (root / rel).is_file()
         if not ok:
             problems.append(f"{rel} is missing (a zoo bundle needs {', '.join(REQUIRED_PATHS)})")
+    if (root / "configs/train.json").is_file() and not (root / "configs/multi_gpu_train.json").is_file():
+        problems.append("configs/multi_gpu_train.json is missing: a bundle that ships configs/train.json must also train with torchrun "
+                        "(an override config: process group, DistributedSampler, rank-0-only writes)")
     return problems
 
 

@@ -41,16 +41,20 @@ def cycle_losses(real_a: torch.Tensor, real_b: torch.Tensor, g_a: nn.Module, g_b
 
 
 class CycleGANTrainer(GANTrainerBase):
-    """Trains ``G_A``, ``G_B``, ``D_A``, ``D_B``; one optimiser for both generators, one for both discriminators."""
+    """Trains ``G_A``, ``G_B``, ``D_A``, ``D_B``; one optimiser for both generators, one for both discriminators.
+
+    Each rank keeps its own image pools (seeded ``seed + 2 * rank``) in distributed mode."""
 
     loss_names = ("g_a", "g_b", "cycle_a", "cycle_b", "idt_a", "idt_b", "d_a", "d_b")
 
     def __init__(self, g_a: nn.Module, g_b: nn.Module, d_a: nn.Module, d_b: nn.Module, schedule: GANSchedule, output_dir: str | Path,
                  lambda_cycle: float = 10.0, lambda_identity: float = 0.5, pool_size: int = 50, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
-        super().__init__({"G_A": g_a, "G_B": g_b, "D_A": d_a, "D_B": d_b}, {"G": ["G_A", "G_B"], "D": ["D_A", "D_B"]}, schedule, output_dir, device)
+                 device: str | torch.device = "cpu", distributed: bool | None = None) -> None:
+        super().__init__({"G_A": g_a, "G_B": g_b, "D_A": d_a, "D_B": d_b}, {"G": ["G_A", "G_B"], "D": ["D_A", "D_B"]}, schedule, output_dir,
+                         device, distributed)
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
         self.adv = PatchAdversarialLoss(criterion="least_squares", reduction="mean")
+        seed = seed + 2 * self.rank
         self.pool_a = ImagePool(pool_size, torch.Generator().manual_seed(seed))  # fakes in domain A (from G_B)
         self.pool_b = ImagePool(pool_size, torch.Generator().manual_seed(seed + 1))  # fakes in domain B (from G_A)
 
@@ -68,14 +72,14 @@ class CycleGANTrainer(GANTrainerBase):
         g_b = self.adv(n["D_B"](fake_a)[-1], target_is_real=True, for_discriminator=False)
         self.optimizers["G"].zero_grad(set_to_none=True)
         (g_a + g_b + cyc_a + cyc_b + idt_a + idt_b).backward()
-        self.optimizers["G"].step()
+        self.step("G")
         # 2. discriminators on real images and on fakes drawn from the history pools
         set_requires_grad([n["D_A"], n["D_B"]], True)
         d_a = self._d_loss(n["D_A"], real_b, self.pool_b.query(fake_b))
         d_b = self._d_loss(n["D_B"], real_a, self.pool_a.query(fake_a))
         self.optimizers["D"].zero_grad(set_to_none=True)
         (d_a + d_b).backward()
-        self.optimizers["D"].step()
+        self.step("D")
         values = (g_a, g_b, cyc_a, cyc_b, idt_a, idt_b, d_a, d_b)
         return {k: float(v.detach()) for k, v in zip(self.loss_names, values)}
 

@@ -1,5 +1,15 @@
 """What Pix2Pix and CycleGAN training share: Adam(2e-4, beta1 0.5), constant-then-linear-decay learning
-rate, N(0, 0.02) initialisation, checkpoint/resume, CSV loss logs and a sample montage PNG per epoch."""
+rate, N(0, 0.02) initialisation, checkpoint/resume, CSV loss logs, a sample montage PNG per epoch, and
+multi-process training under ``torchrun``.
+
+Multi-process (``torch.distributed``): every rank holds a full copy of the networks (broadcast from
+rank 0 at start), trains on its own shard of the data (a ``DistributedSampler`` in the loader; its
+epoch is set here), and gradients are averaged over ranks right before each optimiser step
+(:func:`~medgen_core.training.distributed.average_gradients`, the explicit form of DDP's all-reduce,
+chosen because GAN steps freeze networks and call them several times per update). BatchNorm
+statistics are averaged at the end of each epoch, logged losses are averaged over ranks, and only
+rank 0 writes files. The effective batch is ``batch_size * world_size``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
+from medgen_core.training.distributed import average_buffers, average_gradients, barrier, broadcast_module, rank_and_world_size
 
 __all__ = ["GANSchedule", "GANTrainerBase", "set_requires_grad"]
 
@@ -44,9 +55,24 @@ class GANTrainerBase:
     loss_names: tuple[str, ...] = ()
 
     def __init__(self, nets: dict[str, nn.Module], optimizer_groups: dict[str, list[str]], schedule: GANSchedule,
-                 output_dir: str | Path, device: str | torch.device = "cpu") -> None:
+                 output_dir: str | Path, device: str | torch.device = "cpu", distributed: bool | None = None) -> None:
+        import torch.distributed as dist
+
+        initialised = dist.is_available() and dist.is_initialized()
+        self.distributed = initialised if distributed is None else bool(distributed)
+        if self.distributed and not initialised:
+            raise ValueError(
+                f"{type(self).__name__}: distributed=True needs an initialised torch.distributed process group "
+                "(launch with torchrun and call torch.distributed.init_process_group first)."
+            )
+        self.rank, self.world_size = rank_and_world_size() if self.distributed else (0, 1)
+        self.is_main = self.rank == 0
         self.device = torch.device(device)
         self.nets = {k: v.to(self.device) for k, v in nets.items()}
+        if self.distributed:
+            for net in self.nets.values():
+                broadcast_module(net)
+        self._groups = optimizer_groups
         self.schedule = schedule
         self.optimizers = {
             name: torch.optim.Adam([p for n in members for p in self.nets[n].parameters()], lr=schedule.lr, betas=(schedule.beta1, 0.999))
@@ -54,10 +80,28 @@ class GANTrainerBase:
         }
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, schedule.factor) for k, o in self.optimizers.items()}
         self.output_dir = Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        barrier() if self.distributed else None
         self.epoch = 0
         self.iteration = 0
-        self.log = CSVLogger(self.output_dir / "train_log.csv", ["iteration", "epoch", *self.loss_names])
+        fields = ["iteration", "epoch", *self.loss_names]
+        self.log = CSVLogger(self.output_dir / "train_log.csv", fields) if self.is_main else None
+
+    def step(self, group: str) -> None:
+        """Optimiser step of one group, after averaging its gradients over ranks in distributed mode."""
+        if self.distributed:
+            average_gradients(p for n in self._groups[group] for p in self.nets[n].parameters())
+        self.optimizers[group].step()
+
+    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
+        if not self.distributed:
+            return stats
+        import torch.distributed as dist
+
+        values = torch.tensor([stats[k] for k in self.loss_names], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values)
+        return {k: float(v) / self.world_size for k, v in zip(self.loss_names, values)}
 
     # -- to implement -------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -77,7 +121,12 @@ class GANTrainerBase:
         }
 
     def save_checkpoint(self) -> Path:
-        return atomic_torch_save(self.state_dict(), self.output_dir / "checkpoint.pt")
+        """Rank 0 writes ``checkpoint.pt``; every rank waits for it in distributed mode."""
+        path = self.output_dir / "checkpoint.pt"
+        if self.is_main:
+            atomic_torch_save(self.state_dict(), path)
+        barrier() if self.distributed else None
+        return path
 
     def resume(self) -> bool:
         """Restore nets, optimisers, schedulers and counters from ``checkpoint.pt`` if present."""
@@ -96,8 +145,12 @@ class GANTrainerBase:
         return True
 
     def export(self, net_name: str, filename: str) -> Path:
-        """Save one network's CPU ``state_dict`` (the file a bundle ships)."""
-        return atomic_torch_save({k: v.detach().cpu() for k, v in self.nets[net_name].state_dict().items()}, self.output_dir / filename)
+        """Save one network's CPU ``state_dict`` (the file a bundle ships); rank 0 writes, every rank waits."""
+        path = self.output_dir / filename
+        if self.is_main:
+            atomic_torch_save({k: v.detach().cpu() for k, v in self.nets[net_name].state_dict().items()}, path)
+        barrier() if self.distributed else None
+        return path
 
     # -- loop ---------------------------------------------------------------------------------
     def fit(self, loader, max_epochs: int | None = None, resume: bool = True, sample_batch: dict | None = None) -> None:
@@ -112,20 +165,35 @@ class GANTrainerBase:
         while self.epoch < total:
             for net in self.nets.values():
                 net.train()
-            for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}/{total}", leave=False):
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch)  # DistributedSampler: a new shuffle per epoch, same on every rank
+            sums: dict[str, float] = {}
+            steps = 0
+            for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}/{total}", leave=False, disable=not self.is_main):
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 stats = self.train_step(batch)
+                sums = {k: sums.get(k, 0.0) + v for k, v in stats.items()}
+                steps += 1
                 self.iteration += 1
-            self.log.log({"iteration": self.iteration, "epoch": self.epoch + 1, **stats})
+            if steps == 0:
+                raise ValueError(f"{type(self).__name__}: the data loader yielded no batch (empty dataset, or fewer samples than ranks).")
+            stats = self._mean_over_ranks({k: v / steps for k, v in sums.items()})  # epoch means
+            if self.distributed:
+                for net in self.nets.values():
+                    average_buffers(net)
+            if self.is_main:
+                self.log.log({"iteration": self.iteration, "epoch": self.epoch + 1, **stats})
             for s in self.schedulers.values():
                 s.step()
             self.epoch += 1
             self.save_checkpoint()
-            if sample_batch is not None:
+            if sample_batch is not None and self.is_main:
                 for net in self.nets.values():
                     net.eval()
                 with torch.no_grad():
                     cols = self.sample_columns({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in sample_batch.items()})
                 save_montage([(n, t.float().cpu().numpy()) for n, t in cols], self.output_dir / "samples" / f"epoch_{self.epoch:04d}.png",
                              title=f"epoch {self.epoch}", vmax=1.0)
-        plot_curves(self.log, self.output_dir / "loss_curve.png", title=type(self).__name__)
+        if self.is_main:
+            plot_curves(self.log, self.output_dir / "loss_curve.png", title=type(self).__name__)

@@ -29,13 +29,17 @@ class Pix2PixTrainer(GANTrainerBase):
         output_dir: checkpoints, ``train_log.csv``, ``samples/epoch_*.png``, ``loss_curve.png``.
         lambda_l1: weight of the L1 term (paper: 100).
         gan_mode: ``"bce"`` (paper) or ``"least_squares"``.
+        device: torch device.
+        distributed: multi-process training (see :mod:`medgen_core.training.gan_base`); ``None`` means
+            "if a process group is initialised".
     """
 
     loss_names = ("g_gan", "g_l1", "d_real", "d_fake")
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, schedule: GANSchedule, output_dir: str | Path,
-                 lambda_l1: float = 100.0, gan_mode: str = "bce", device: str | torch.device = "cpu") -> None:
-        super().__init__({"G": generator, "D": discriminator}, {"G": ["G"], "D": ["D"]}, schedule, output_dir, device)
+                 lambda_l1: float = 100.0, gan_mode: str = "bce", device: str | torch.device = "cpu",
+                 distributed: bool | None = None) -> None:
+        super().__init__({"G": generator, "D": discriminator}, {"G": ["G"], "D": ["D"]}, schedule, output_dir, device, distributed)
         self.lambda_l1 = lambda_l1
         self.adv = PatchAdversarialLoss(criterion=gan_mode, reduction="mean")
 
@@ -49,14 +53,14 @@ class Pix2PixTrainer(GANTrainerBase):
         d_fake = self.adv(D(torch.cat([x, fake.detach()], 1))[-1], target_is_real=False, for_discriminator=True)
         self.optimizers["D"].zero_grad(set_to_none=True)
         (0.5 * (d_real + d_fake)).backward()
-        self.optimizers["D"].step()
+        self.step("D")
         # 2. generator: fool D (D frozen) and stay close to y in L1
         set_requires_grad([D], False)
         g_gan = self.adv(D(torch.cat([x, fake], 1))[-1], target_is_real=True, for_discriminator=False)
         g_l1 = (fake - y).abs().mean()
         self.optimizers["G"].zero_grad(set_to_none=True)
         (g_gan + self.lambda_l1 * g_l1).backward()
-        self.optimizers["G"].step()
+        self.step("G")
         return {"g_gan": float(g_gan.detach()), "g_l1": float(g_l1.detach()), "d_real": float(d_real.detach()), "d_fake": float(d_fake.detach())}
 
     def sample_columns(self, batch: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
