@@ -19,7 +19,7 @@ from monai.losses import PatchAdversarialLoss
 from medgen_core.training.gan_base import GANSchedule, GANTrainerBase, set_requires_grad
 from medgen_core.training.image_pool import ImagePool
 
-__all__ = ["CycleGANTrainer", "cycle_losses"]
+__all__ = ["CycleGANTrainer", "CycleGenerators", "PairedDiscriminators", "cycle_losses"]
 
 
 def cycle_losses(real_a: torch.Tensor, real_b: torch.Tensor, g_a: nn.Module, g_b: nn.Module, lambda_cycle: float, lambda_identity: float):
@@ -40,6 +40,35 @@ def cycle_losses(real_a: torch.Tensor, real_b: torch.Tensor, g_a: nn.Module, g_b
     return fake_b, fake_a, cycle_a, cycle_b, idt_a, idt_b
 
 
+class CycleGenerators(nn.Module):
+    """Both generators behind one ``forward`` (one DDP forward per generator update): returns
+    :func:`cycle_losses` of ``(real_a, real_b)``."""
+
+    def __init__(self, g_a: nn.Module, g_b: nn.Module, lambda_cycle: float, lambda_identity: float) -> None:
+        super().__init__()
+        self.g_a, self.g_b = g_a, g_b
+        self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
+
+    def forward(self, real_a: torch.Tensor, real_b: torch.Tensor):
+        return cycle_losses(real_a, real_b, self.g_a, self.g_b, self.lambda_cycle, self.lambda_identity)
+
+
+class PairedDiscriminators(nn.Module):
+    """Both discriminators behind one ``forward``: each judges ``cat([real, fake])`` in one call.
+
+    Returns ``(real_logits_a, fake_logits_a, real_logits_b, fake_logits_b)`` (the halves of each map).
+    """
+
+    def __init__(self, d_a: nn.Module, d_b: nn.Module) -> None:
+        super().__init__()
+        self.d_a, self.d_b = d_a, d_b
+
+    def forward(self, real_b: torch.Tensor, fake_b: torch.Tensor, real_a: torch.Tensor, fake_a: torch.Tensor):
+        la = self.d_a(torch.cat([real_b, fake_b], 0))[-1]
+        lb = self.d_b(torch.cat([real_a, fake_a], 0))[-1]
+        return (*la.split([real_b.shape[0], fake_b.shape[0]], 0), *lb.split([real_a.shape[0], fake_a.shape[0]], 0))
+
+
 class CycleGANTrainer(GANTrainerBase):
     """Trains ``G_A``, ``G_B``, ``D_A``, ``D_B``; one optimiser for both generators, one for both discriminators.
 
@@ -57,29 +86,31 @@ class CycleGANTrainer(GANTrainerBase):
         seed = seed + 2 * self.rank
         self.pool_a = ImagePool(pool_size, torch.Generator().manual_seed(seed))  # fakes in domain A (from G_B)
         self.pool_b = ImagePool(pool_size, torch.Generator().manual_seed(seed + 1))  # fakes in domain B (from G_A)
+        self.wrap("G", CycleGenerators(self.nets["G_A"], self.nets["G_B"], lambda_cycle, lambda_identity))
+        self.wrap("D", PairedDiscriminators(self.nets["D_A"], self.nets["D_B"]))
 
-    def _d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.adv(d(real)[-1], target_is_real=True, for_discriminator=True)
-                      + self.adv(d(fake.detach())[-1], target_is_real=False, for_discriminator=True))
+    def _d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.adv(real_logits, target_is_real=True, for_discriminator=True)
+                      + self.adv(fake_logits, target_is_real=False, for_discriminator=True))
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         real_a, real_b = batch["A"], batch["B"]
         n = self.nets
         # 1. generators, discriminators frozen
         set_requires_grad([n["D_A"], n["D_B"]], False)
-        fake_b, fake_a, cyc_a, cyc_b, idt_a, idt_b = cycle_losses(real_a, real_b, n["G_A"], n["G_B"], self.lambda_cycle, self.lambda_identity)
+        fake_b, fake_a, cyc_a, cyc_b, idt_a, idt_b = self.ddp["G"](real_a, real_b)
         g_a = self.adv(n["D_A"](fake_b)[-1], target_is_real=True, for_discriminator=False)
         g_b = self.adv(n["D_B"](fake_a)[-1], target_is_real=True, for_discriminator=False)
         self.optimizers["G"].zero_grad(set_to_none=True)
         (g_a + g_b + cyc_a + cyc_b + idt_a + idt_b).backward()
-        self.step("G")
+        self.optimizers["G"].step()
         # 2. discriminators on real images and on fakes drawn from the history pools
         set_requires_grad([n["D_A"], n["D_B"]], True)
-        d_a = self._d_loss(n["D_A"], real_b, self.pool_b.query(fake_b))
-        d_b = self._d_loss(n["D_B"], real_a, self.pool_a.query(fake_a))
+        ra, fa, rb, fb = self.ddp["D"](real_b, self.pool_b.query(fake_b.detach()), real_a, self.pool_a.query(fake_a.detach()))
+        d_a, d_b = self._d_loss(ra, fa), self._d_loss(rb, fb)
         self.optimizers["D"].zero_grad(set_to_none=True)
         (d_a + d_b).backward()
-        self.step("D")
+        self.optimizers["D"].step()
         values = (g_a, g_b, cyc_a, cyc_b, idt_a, idt_b, d_a, d_b)
         return {k: float(v.detach()) for k, v in zip(self.loss_names, values)}
 

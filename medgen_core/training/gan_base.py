@@ -2,13 +2,15 @@
 rate, N(0, 0.02) initialisation, checkpoint/resume, CSV loss logs, a sample montage PNG per epoch, and
 multi-process training under ``torchrun``.
 
-Multi-process (``torch.distributed``): every rank holds a full copy of the networks (broadcast from
-rank 0 at start), trains on its own shard of the data (a ``DistributedSampler`` in the loader; its
-epoch is set here), and gradients are averaged over ranks right before each optimiser step
-(:func:`~medgen_core.training.distributed.average_gradients`, the explicit form of DDP's all-reduce,
-chosen because GAN steps freeze networks and call them several times per update). BatchNorm
-statistics are averaged at the end of each epoch, logged losses are averaged over ranks, and only
-rank 0 writes files. The effective batch is ``batch_size * world_size``.
+Multi-process (``torch.distributed``, launched with ``torchrun``): the modules that an update's loss is
+computed through are wrapped in ``DistributedDataParallel`` (``self.ddp[name]``; the plain modules
+otherwise), each rank trains on its own shard of the data (a ``DistributedSampler`` in the loader; its
+epoch is set here and the first epoch's shards are written to ``data_shards.json``), logged losses are
+averaged over ranks and only rank 0 writes files. DDP needs exactly one forward per wrapped module and
+backward, so subclasses build each update from one call of a wrapped module: real and fake samples go
+through a discriminator as one concatenated batch (identical to two calls for instance-normalised
+discriminators), and a frozen discriminator inside a generator update is called unwrapped
+(``self.nets``). The effective batch is ``batch_size * world_size``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import average_buffers, average_gradients, barrier, broadcast_module, rank_and_world_size
+from medgen_core.training.distributed import barrier, rank_and_world_size
 
 __all__ = ["GANSchedule", "GANTrainerBase", "set_requires_grad"]
 
@@ -69,10 +71,6 @@ class GANTrainerBase:
         self.is_main = self.rank == 0
         self.device = torch.device(device)
         self.nets = {k: v.to(self.device) for k, v in nets.items()}
-        if self.distributed:
-            for net in self.nets.values():
-                broadcast_module(net)
-        self._groups = optimizer_groups
         self.schedule = schedule
         self.optimizers = {
             name: torch.optim.Adam([p for n in members for p in self.nets[n].parameters()], lr=schedule.lr, betas=(schedule.beta1, 0.999))
@@ -88,11 +86,30 @@ class GANTrainerBase:
         fields = ["iteration", "epoch", *self.loss_names]
         self.log = CSVLogger(self.output_dir / "train_log.csv", fields) if self.is_main else None
 
-    def step(self, group: str) -> None:
-        """Optimiser step of one group, after averaging its gradients over ranks in distributed mode."""
+        self.ddp: dict[str, nn.Module] = {}
+
+    def wrap(self, name: str, module: nn.Module) -> nn.Module:
+        """Register ``module`` (made of networks in ``self.nets``) as ``self.ddp[name]``: DDP-wrapped in
+        distributed mode (parameters broadcast from rank 0), the module itself otherwise."""
         if self.distributed:
-            average_gradients(p for n in self._groups[group] for p in self.nets[n].parameters())
-        self.optimizers[group].step()
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=device_ids)
+        self.ddp[name] = module
+        return module
+
+    def _record_shards(self, sampler) -> None:
+        """Rank 0 writes every rank's sample indices of this epoch to ``data_shards.json``."""
+        import json
+
+        import torch.distributed as dist
+
+        shards: list[list[int] | None] = [None] * self.world_size
+        dist.all_gather_object(shards, [int(i) for i in sampler])
+        if self.is_main:
+            record = {"world_size": self.world_size, "epoch": self.epoch, "shards": {str(r): s for r, s in enumerate(shards)}}
+            (self.output_dir / "data_shards.json").write_text(json.dumps(record) + "\n")
 
     def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
         if not self.distributed:
@@ -162,12 +179,16 @@ class GANTrainerBase:
         if resume:
             self.resume()
         total = self.schedule.epochs + self.schedule.epochs_decay if max_epochs is None else max_epochs
+        recorded = False
         while self.epoch < total:
             for net in self.nets.values():
                 net.train()
             sampler = getattr(loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(self.epoch)  # DistributedSampler: a new shuffle per epoch, same on every rank
+                if self.distributed and not recorded:
+                    self._record_shards(sampler)  # the first epoch of this run (a collective: every rank)
+                    recorded = True
             sums: dict[str, float] = {}
             steps = 0
             for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}/{total}", leave=False, disable=not self.is_main):
@@ -179,9 +200,6 @@ class GANTrainerBase:
             if steps == 0:
                 raise ValueError(f"{type(self).__name__}: the data loader yielded no batch (empty dataset, or fewer samples than ranks).")
             stats = self._mean_over_ranks({k: v / steps for k, v in sums.items()})  # epoch means
-            if self.distributed:
-                for net in self.nets.values():
-                    average_buffers(net)
             if self.is_main:
                 self.log.log({"iteration": self.iteration, "epoch": self.epoch + 1, **stats})
             for s in self.schedulers.values():
