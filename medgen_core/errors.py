@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedGenError", "ImageReadError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
+__all__ = ["AugmentationError", "MedGenError", "ImageReadError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
 
 
 class MedGenError(Exception):
@@ -27,3 +27,7 @@ class BundleError(MedGenError, ValueError):
 
 class WeightsError(BundleError):
     """A weight file is missing, does not match its recorded sha256, or carries a pickle payload."""
+
+
+class AugmentationError(MedGenError, ValueError):
+    """Generative augmentation: a missing or unloadable generator, a bad config, an unsupported request."""

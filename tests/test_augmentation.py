@@ -1,0 +1,193 @@
+"""Generative augmentation: config, LRU generator cache, diffusers backend (tiny offline pipelines),
+the training-time batch transform, and provenance on every synthetic sample."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from augmentation_testing import save_tiny_ddpm_pipeline, save_tiny_sd_pipeline
+from medgen_core.augmentation import AugmentationConfig, DiffusersBackend, GenerativeAugmentationManager
+from medgen_core.errors import AugmentationError
+from medgen_core.transforms.generative_augment import PROVENANCE_KEY, RandGenerativeAugmentd, synthetic_mask
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory) -> Path:
+    """base_dir with t1_a .. t1_d (tiny DDPM pipelines) and sd_any (a tiny Stable Diffusion pipeline)."""
+    base = tmp_path_factory.mktemp("generators")
+    first = save_tiny_ddpm_pipeline(base / "t1_a", seed=0)
+    for i, name in enumerate(("t1_b", "t1_c", "t1_d"), start=1):
+        save_tiny_ddpm_pipeline(base / name, seed=i) if name == "t1_b" else shutil.copytree(first, base / name)
+    save_tiny_sd_pipeline(base / "sd_any")
+    return base
+
+
+def _config(**kw) -> AugmentationConfig:
+    base = {"modality": "t1", "classes": ["a", "b", "c", "d"], "enabled": True, "inference_steps": 2, "max_models": 3}
+    return AugmentationConfig(**{**base, **kw})
+
+
+# -- config -----------------------------------------------------------------------------------------
+def test_config_defaults_off_and_validates(tmp_path) -> None:
+    assert AugmentationConfig().enabled is False  # the baseline: off unless switched on
+    with pytest.raises(AugmentationError, match=r"prob must be in \[0, 1\], got 1.5"):
+        AugmentationConfig(prob=1.5)
+    with pytest.raises(AugmentationError, match="mix_ratio_range must be"):
+        AugmentationConfig(mix_ratio_range=(0.5, 0.2))
+    with pytest.raises(AugmentationError, match=r"unknown augmentation setting\(s\) \['probability'\]"):
+        AugmentationConfig.from_dict({"probability": 0.3})
+    with pytest.raises(AugmentationError, match="per_class names classes that are not in classes"):
+        AugmentationConfig(classes=["a"], per_class={"b": {"prob": 0.1}})
+
+
+def test_config_from_json_yaml_bundle_and_per_class(tmp_path) -> None:
+    settings = {"modality": "t1", "classes": ["gm", "wm"], "enabled": True, "prob": 0.3, "per_class": {"wm": {"prob": 0.7, "strength": 0.2}}}
+    (tmp_path / "aug.json").write_text(json.dumps(settings))
+    (tmp_path / "aug.yaml").write_text("augmentation:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in settings.items()))
+    (tmp_path / "train.json").write_text(json.dumps({"p": 0.3, "augmentation": {**settings, "prob": "@p"}}))
+    for cfg in (AugmentationConfig.from_file(tmp_path / "aug.json"), AugmentationConfig.from_file(tmp_path / "aug.yaml", section="augmentation"),
+                AugmentationConfig.from_bundle_config(tmp_path / "train.json")):
+        assert cfg.prob == 0.3 and cfg.for_class("gm").prob == 0.3
+        assert cfg.for_class("wm").prob == 0.7 and cfg.for_class("wm").strength == 0.2
+    assert "t1 MRI of the brain, wm" == AugmentationConfig.from_file(tmp_path / "aug.json").prompt("wm")
+
+
+# -- manager ----------------------------------------------------------------------------------------
+def test_lru_limit_eviction_and_memory_is_freed(model_dirs) -> None:
+    manager = GenerativeAugmentationManager(model_dirs, _config(), device="cpu")
+    a = manager.get("a")
+    unet_ref = weakref.ref(a.pipe.unet)
+    del a
+    manager.get("b"), manager.get("c")
+    assert manager.cached == ["t1_a", "t1_b", "t1_c"] and manager.stats.misses == 3
+    manager.get("a")  # hit: a becomes most recently used
+    assert manager.cached == ["t1_b", "t1_c", "t1_a"] and manager.stats.hits == 1
+    manager.get("d")  # evicts b, the least recently used
+    assert manager.cached == ["t1_c", "t1_a", "t1_d"] and manager.stats.evictions == 1
+    assert manager.memory_bytes() == 3 * sum(p.numel() * 4 for p in manager.get("c").pipe.unet.parameters())
+    manager.clear()
+    gc.collect()
+    assert unet_ref() is None, "an evicted generator's weights are still referenced"
+    assert manager.stats.evictions == 4 and manager.cached == []
+
+
+def test_missing_and_corrupt_generator_directories(model_dirs, tmp_path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "t1_a").mkdir()
+    (base / "t1_a" / "model_index.json").write_text("{not json")
+    (base / "t1_b").mkdir()
+    manager = GenerativeAugmentationManager(base, _config(), device="cpu")
+    with pytest.raises(AugmentationError, match="t1_a: not a loadable diffusers pipeline directory"):
+        manager.get("a")
+    with pytest.raises(AugmentationError, match="t1_b: not a generator directory any loader recognises"):
+        manager.get("b")
+    with pytest.raises(AugmentationError, match=r"t1_c: no generator for modality/class 't1_c' \(found: \['t1_a', 't1_b'\]\)"):
+        manager.get("c")
+    with pytest.raises(AugmentationError, match="generator base directory not found"):
+        GenerativeAugmentationManager(tmp_path / "nowhere", _config())
+
+
+def test_refused_inside_dataloader_workers(model_dirs) -> None:
+    manager = GenerativeAugmentationManager(model_dirs, _config(), device="cpu")
+
+    class Probe(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> str:
+            try:
+                manager.get("a")
+            except AugmentationError as err:
+                return str(err)
+            return "loaded"
+
+    loader = torch.utils.data.DataLoader(Probe(), num_workers=1, batch_size=None, multiprocessing_context="fork")
+    assert "in data-loader worker 0" in next(iter(loader))
+
+
+def test_diffusers_text_to_image_and_image_to_image_are_seeded(model_dirs) -> None:
+    backend = DiffusersBackend(model_dirs / "sd_any")
+    assert backend.capabilities == ("sample", "vary") and backend.identity.kind == "diffusers"
+    assert len(backend.identity.weights_sha256) == 64
+    make = lambda s: backend.sample(2, prompt="t1 brain", steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(s), size=(32, 32))  # noqa: E731
+    x, y, z = make(0), make(0), make(1)
+    assert x.shape == (2, 1, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(x, y) and not torch.equal(x, z)
+    v = backend.vary(torch.rand(2, 1, 32, 32), strength=0.5, prompt="t1 brain", steps=4, generator=torch.Generator().manual_seed(0))
+    assert v.shape == (2, 1, 32, 32)
+
+
+def test_generate_records_provenance_per_sample(model_dirs) -> None:
+    manager = GenerativeAugmentationManager(model_dirs, _config(), device="cpu")
+    made = manager.generate("b", 3, seed=7)
+    assert made.images.shape == (3, 1, 32, 32) and len(made.records) == 3
+    for i, rec in enumerate(made.records):
+        assert rec["synthetic"] is True and "AI-generated" in rec["disclosure"]
+        assert rec["generator_name"] == "t1_b" and rec["seed"] == 7 and rec["weights_sha256"] == manager.get("b").identity.weights_sha256
+        assert rec["parameters"]["class_name"] == "b" and rec["parameters"]["index_in_batch"] == i and rec["parameters"]["steps"] == 2
+    again = manager.generate("b", 3, seed=7)
+    assert torch.equal(made.images, again.images)
+
+
+# -- transform --------------------------------------------------------------------------------------
+def _batch(n: int = 8, classes=None) -> dict:
+    return {"image": torch.rand(n, 1, 32, 32), "label": torch.as_tensor(classes if classes is not None else [i % 4 for i in range(n)])}
+
+
+def test_transform_only_in_training_and_only_when_enabled(model_dirs) -> None:
+    aug = RandGenerativeAugmentd(GenerativeAugmentationManager(model_dirs, _config(prob=1.0, mix_ratio_range=(0.5, 0.5))))
+    batch = _batch()
+    out = aug.eval()(batch)
+    assert torch.equal(out["image"], batch["image"]) and not synthetic_mask(out["image"]).any()
+    off = RandGenerativeAugmentd(GenerativeAugmentationManager(model_dirs, _config(enabled=False, prob=1.0)))
+    assert not synthetic_mask(off(batch)["image"]).any() and off.manager.stats.misses == 0
+    out = aug.train()(batch)
+    mask = synthetic_mask(out["image"])
+    assert int(mask.sum()) == 4  # ratio 0.5 of 8
+    assert torch.equal(out["image"][~mask], batch["image"][~mask]) and not torch.equal(out["image"][mask], batch["image"][mask])
+    records = out["image"].meta[PROVENANCE_KEY]
+    assert [r is not None for r in records] == mask.tolist()
+    for i in torch.nonzero(mask)[:, 0].tolist():  # each synthetic sample came from its own class's generator
+        assert records[i]["parameters"]["class_name"] == "abcd"[int(batch["label"][i])]
+
+
+def test_mix_ratio_prob_and_batch_limit_over_many_batches(model_dirs) -> None:
+    aug = RandGenerativeAugmentd(GenerativeAugmentationManager(model_dirs, _config(prob=0.5, mix_ratio_range=(0.1, 0.5), batch_limit=3,
+                                                                                      classes=["a"], max_models=1)), class_key=None)
+    counts = [int(synthetic_mask(aug(_batch(8))["image"]).sum()) for _ in range(200)]
+    augmented = [c for c in counts if c > 0]
+    assert 0.38 < aug.batches_augmented / 200 < 0.62  # prob 0.5
+    assert max(counts) == 3  # batch_limit
+    expected = np.mean([min(3, r * 8) for r in np.linspace(0.1, 0.5, 1001)])
+    assert abs(np.mean(augmented) - expected) < 0.35, (np.mean(augmented), expected)
+    assert aug.stats()["cache_misses"] == 1 and aug.stats()["cache_hits"] == aug.batches_augmented - 1
+
+
+def test_add_mode_extends_batch_and_labels_and_is_deterministic(model_dirs) -> None:
+    cfg = _config(prob=1.0, mix_ratio_range=(0.25, 0.25), mix_mode="add", seed=3)
+    runs = []
+    for _ in range(2):
+        aug = RandGenerativeAugmentd(GenerativeAugmentationManager(model_dirs, cfg))
+        torch.manual_seed(0)
+        runs.append(aug(_batch(8)))
+    out = runs[0]
+    assert out["image"].shape[0] == 10 and out["label"].shape[0] == 10
+    assert synthetic_mask(out["image"]).tolist() == [False] * 8 + [True] * 2
+    for i in (8, 9):
+        assert out["image"].meta[PROVENANCE_KEY][i]["parameters"]["class_name"] == "abcd"[int(out["label"][i])]
+    assert torch.equal(runs[0]["image"], runs[1]["image"])  # same seed: same synthetic samples
