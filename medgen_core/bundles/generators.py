@@ -168,6 +168,7 @@ class BundleGeneratorLoader:
         return (path / "configs" / "metadata.json").is_file()
 
     def load(self, path: Path, device: torch.device) -> GeneratorBackend:
+        path = path.resolve()  # a {modality} link to a bundle: name the bundle, not the link
         if not self.trust:
             problems = check_bundle_configs(path)
             if problems:

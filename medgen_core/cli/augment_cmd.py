@@ -1,0 +1,126 @@
+"""``medgen augment``: synthetic data from generators, every file stamped as AI-generated.
+
+    medgen augment --config aug.json --out DIR --n 32                    # a synthetic dataset
+    medgen augment variants INPUT --config aug.json --class NAME --k 3 --out DIR   # variants of a volume
+
+The config file is an augmentation config (see :class:`medgen_core.augmentation.AugmentationConfig`),
+optionally wrapped as ``{"generators": "DIR", "augmentation": {...}}``; ``generators`` (or
+``--generators``) is the folder of ``{modality}_{class}`` (or ``{modality}``) generator directories:
+diffusers pipelines or MedGen bundles (a bundle whose configs use code outside the allowlist needs
+``--trust``). ``--bundle NAME`` instead uses one installed bundle as the generator of every class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from medgen_core.augmentation import AugmentationConfig, DiffusersLoader, GenerativeAugmentationManager
+from medgen_core.augmentation.outputs import volume_variants, write_synthetic_dataset
+from medgen_core.bundles import get_bundle
+from medgen_core.bundles.generators import bundle_loaders
+from medgen_core.cli.upscale_cmd import check_output_path
+from medgen_core.errors import AugmentationError
+from medgen_core.io import read_volume
+from medgen_core.provenance import write_generated_volume
+from medgen_core.utils.progress import progress_mode
+
+__all__ = ["build_manager", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("augment", help="generate synthetic training data (datasets, variants of a volume)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", nargs="?", default="generate", choices=("generate", "variants"),
+                   help="generate: a synthetic dataset (default); variants: K synthetic variants of INPUT")
+    p.add_argument("input", nargs="?", type=Path, default=None, help="variants: the source volume (image, or label map with --source labels)")
+    p.add_argument("--config", type=Path, default=None, help="augmentation config (.json/.yaml)")
+    p.add_argument("--generators", type=Path, default=None, help="folder of {modality}_{class} generator directories")
+    p.add_argument("--bundle", default=None, help="use this MedGen bundle (e.g. brain_slice_ddpm, brain_tissue_to_t1_pix2pix) for every class")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--n", type=int, default=16, help="generate: number of images")
+    p.add_argument("--k", type=int, default=3, help="variants: number of variants")
+    p.add_argument("--class", dest="class_name", default=None, help="class to generate (default: all classes round-robin / the first class)")
+    p.add_argument("--source", default=None, choices=("vary", "labels"), help="variants: image-to-image (vary) or from a label map (labels)")
+    p.add_argument("--strength", type=float, default=None, help="variants: image-to-image strength in (0, 1]")
+    p.add_argument("--steps", type=int, default=None, help="diffusion steps (overrides the config)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--trust", action="store_true", help="load bundles whose configs use code outside the allowlist (only if you trust them)")
+    p.add_argument("--progress", default=None, choices=("bar", "json"), help="'json' also prints MEDGEN_PROGRESS lines (for GUIs)")
+    p.set_defaults(func=run)
+
+
+def _read_config(args: argparse.Namespace) -> tuple[AugmentationConfig, Path | None]:
+    overrides = {k: v for k, v in (("inference_steps", args.steps), ("seed", args.seed), ("strength", args.strength)) if v is not None}
+    generators = args.generators
+    if args.config is None:
+        if args.bundle is None:
+            raise AugmentationError("give --config (an augmentation config) or --bundle (a generator bundle)")
+        data: dict = {}
+    else:
+        if not args.config.is_file():
+            raise AugmentationError(f"{args.config}: augmentation config not found")
+        text = args.config.read_text(encoding="utf-8")
+        if args.config.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise AugmentationError(f"{args.config}: not valid JSON ({err})") from err
+        if isinstance(data, dict) and "augmentation" in data:
+            if generators is None and data.get("generators"):
+                generators = (args.config.parent / data["generators"]).resolve()
+            data = data["augmentation"]
+    if args.bundle is not None and "classes" not in data:
+        classes = get_bundle(args.bundle).metadata.get("medgen", {}).get("classes")
+        if classes:
+            data = {**data, "classes": classes}
+    cfg = AugmentationConfig.from_dict({**data, **overrides, "enabled": True}, origin=str(args.config or "--bundle"))
+    return cfg, generators
+
+
+def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str | None, device: str, trust: bool,
+                  scratch: Path) -> GenerativeAugmentationManager:
+    """A manager over ``generators``, or over ``scratch/{modality}`` linked to ``bundle``."""
+    if bundle is not None:
+        info = get_bundle(bundle)
+        base = scratch / "generators"
+        base.mkdir(parents=True, exist_ok=True)
+        (base / cfg.modality).symlink_to(info.path, target_is_directory=True)
+        generators = base
+    if generators is None:
+        raise AugmentationError("no generators: give --generators DIR, --bundle NAME, or 'generators' in the config file")
+    dev = None if device == "auto" else device
+    return GenerativeAugmentationManager(generators, cfg, device=dev, loaders=[DiffusersLoader(), *bundle_loaders(trust)])
+
+
+def run(args: argparse.Namespace) -> int:
+    with progress_mode(args.progress), tempfile.TemporaryDirectory(prefix="medgen-augment-") as scratch:
+        cfg, generators = _read_config(args)
+        if args.action == "variants":
+            if args.input is None:
+                raise AugmentationError("medgen augment variants needs an INPUT volume")
+            source_volume = read_volume(args.input)  # fail fast, before loading any model
+            manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
+            class_name = args.class_name or cfg.classes[0]
+            source = args.source or ("labels" if cfg.for_class(class_name).source == "labels" else "vary")
+            args.out.mkdir(parents=True, exist_ok=True)
+            suffix = "".join(args.input.suffixes[-2:]) if args.input.name.endswith(".nii.gz") else ".nii.gz"
+            stem = args.input.name[: -len(suffix)] if args.input.name.endswith(suffix) else args.input.stem
+            for i, (volume, meta) in enumerate(volume_variants(manager, source_volume, args.k, class_name, source=source)):
+                path = args.out / f"{stem}_variant{i + 1}.nii.gz"
+                check_output_path(args.input, path)
+                write_generated_volume(volume, path, meta)
+                print(f"wrote {path} (variant {i + 1}/{args.k}, {source}, strength {meta.parameters.get('strength', '-')}); provenance in {path}.generated.json")
+            return 0
+        manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
+        classes = [args.class_name] if args.class_name else None
+        result = write_synthetic_dataset(manager, args.n, args.out, classes=classes, seed=args.seed)
+        print(f"wrote {len(result.files)} synthetic images to {args.out}; manifest {result.manifest}; montage {result.montage}")
+        return 0
