@@ -2,7 +2,7 @@
 
 - ``medgen.action == "translate"`` with ``input_mode == "labels"`` (e.g. ``brain_tissue_to_t1_pix2pix``):
   images from label maps (``from_labels``);
-- ``medgen.action == "sample"`` (e.g. ``brain_slice_ddpm``): class-conditional diffusion sampling
+- ``medgen.action == "augment"`` (e.g. ``brain_slice_ddpm``): class-conditional diffusion sampling
   (``sample``) and SDEdit image-to-image variants (``vary``).
 
 Before anything in a bundle's config is evaluated, its configs are checked against the same allowlist
@@ -102,7 +102,7 @@ class TranslationBundleBackend(GeneratorBackend):
 
 
 class DiffusionBundleBackend(GeneratorBackend):
-    """A class-conditional diffusion bundle (``medgen.action == "sample"``): ``sample`` and ``vary``."""
+    """A class-conditional diffusion bundle (``medgen.action == "augment"``): ``sample`` and ``vary``."""
 
     capabilities = ("sample", "vary")
 
@@ -177,9 +177,9 @@ class BundleGeneratorLoader:
         action = get_bundle(path).medgen_task
         if action == "translate":
             return TranslationBundleBackend(path, device)
-        if action == "sample":
+        if action in ("augment", "sample"):
             return DiffusionBundleBackend(path, device)
-        raise AugmentationError(f"{path}: bundle action {action!r} cannot generate augmentation samples (need 'translate' or 'sample')")
+        raise AugmentationError(f"{path}: bundle action {action!r} cannot generate augmentation samples (need 'translate' or 'augment')")
 
 
 def bundle_loaders(trust: bool = False) -> list[BackendLoader]:

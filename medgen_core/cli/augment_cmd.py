@@ -2,6 +2,7 @@
 
     medgen augment --config aug.json --out DIR --n 32                    # a synthetic dataset
     medgen augment variants INPUT --config aug.json --class NAME --k 3 --out DIR   # variants of a volume
+    medgen augment variants INPUT --bundle brain_slice_ddpm --strength 0.3 --output variant.nrrd
 
 The config file is an augmentation config (see :class:`medgen_core.augmentation.AugmentationConfig`),
 optionally wrapped as ``{"generators": "DIR", "augmentation": {...}}``; ``generators`` (or
@@ -39,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="augmentation config (.json/.yaml)")
     p.add_argument("--generators", type=Path, default=None, help="folder of {modality}_{class} generator directories")
     p.add_argument("--bundle", default=None, help="use this MedGen bundle (e.g. brain_slice_ddpm, brain_tissue_to_t1_pix2pix) for every class")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, default=None, help="output folder")
+    p.add_argument("--output", type=Path, default=None, help="variants: write one variant to this file (.nii/.nii.gz/.nrrd) instead of --out")
     p.add_argument("--n", type=int, default=16, help="generate: number of images")
     p.add_argument("--k", type=int, default=3, help="variants: number of variants")
     p.add_argument("--class", dest="class_name", default=None, help="class to generate (default: all classes round-robin / the first class)")
@@ -103,21 +105,28 @@ def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str 
 def run(args: argparse.Namespace) -> int:
     with progress_mode(args.progress), tempfile.TemporaryDirectory(prefix="medgen-augment-") as scratch:
         cfg, generators = _read_config(args)
+        if args.action == "generate" and (args.out is None or args.output is not None):
+            raise AugmentationError("medgen augment (generate) writes a dataset: give the output folder --out (not --output)")
+        if args.action == "variants" and (args.out is None) == (args.output is None):
+            raise AugmentationError("medgen augment variants: give either an output folder --out (with --k) or one output file --output")
         if args.action == "variants":
             if args.input is None:
                 raise AugmentationError("medgen augment variants needs an INPUT volume")
+            if args.output is not None:
+                check_output_path(args.input, args.output)
             source_volume = read_volume(args.input)  # fail fast, before loading any model
             manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
             class_name = args.class_name or cfg.classes[0]
             source = args.source or ("labels" if cfg.for_class(class_name).source == "labels" else "vary")
-            args.out.mkdir(parents=True, exist_ok=True)
-            suffix = "".join(args.input.suffixes[-2:]) if args.input.name.endswith(".nii.gz") else ".nii.gz"
-            stem = args.input.name[: -len(suffix)] if args.input.name.endswith(suffix) else args.input.stem
-            for i, (volume, meta) in enumerate(volume_variants(manager, source_volume, args.k, class_name, source=source)):
-                path = args.out / f"{stem}_variant{i + 1}.nii.gz"
+            k = 1 if args.output is not None else args.k
+            stem = args.input.name.split(".")[0]
+            if args.out is not None:
+                args.out.mkdir(parents=True, exist_ok=True)
+            for i, (volume, meta) in enumerate(volume_variants(manager, source_volume, k, class_name, source=source, seed=args.seed)):
+                path = args.output if args.output is not None else args.out / f"{stem}_variant{i + 1}.nii.gz"
                 check_output_path(args.input, path)
                 write_generated_volume(volume, path, meta)
-                print(f"wrote {path} (variant {i + 1}/{args.k}, {source}, strength {meta.parameters.get('strength', '-')}); provenance in {path}.generated.json")
+                print(f"wrote {path} (variant {i + 1}/{k}, {source}, strength {meta.parameters.get('strength', '-')}); provenance in {path}.generated.json")
             return 0
         manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
         classes = [args.class_name] if args.class_name else None

@@ -62,6 +62,7 @@ class MedGenParameterNode:
     direction: Annotated[str, Choice(["a2b", "b2a"])] = "a2b"
     scale: Annotated[int, Choice([2, 4])] = 2
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    strength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
     forceCpu: bool = False
     keepTemporaryFiles: bool = False
 
@@ -256,7 +257,7 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self._job = self.logic.process(
                 action, p.inputVolume, p.outputVolume, bundle=p.bundle, scale=p.scale, variant=p.variant or None,
-                direction=p.direction, seed=p.seed, forceCpu=p.forceCpu, keepTemporaryFiles=p.keepTemporaryFiles,
+                direction=p.direction, seed=p.seed, strength=p.strength, forceCpu=p.forceCpu, keepTemporaryFiles=p.keepTemporaryFiles,
                 catalog=self._catalog, blocking=False,
             )
             self.ui.logTextEdit.appendPlainText(self._job.command.display() if self._job.command else "")
@@ -334,7 +335,7 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
     # -- processing ------------------------------------------------------------------------------
     def process(self, action, inputVolume, outputVolume=None, bundle="", scale=2, variant=None, direction="a2b",
                 seed=None, forceCpu=False, keepTemporaryFiles=False, catalog=None, blocking=True, timeoutSec=None,
-                onEvent=None) -> GenerationJob:
+                onEvent=None, strength=None) -> GenerationJob:
         """Run ``action`` on ``inputVolume``; the result goes to ``outputVolume`` or a new "<input> <task> (AI)" volume.
 
         With ``blocking=True`` returns the finished job (check ``job.state``, ``job.result_node``,
@@ -345,7 +346,7 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("No MedGen bundle for '{action}' is installed.").format(action=action))
         direction = direction if direction in choice.directions else None  # one-way bundles take no --direction
         options = JobOptions(action=action, bundle=choice.name, scale=int(scale), variant=variant, direction=direction,
-                             seed=seed, device=Device.CPU if forceCpu else Device.AUTO)
+                             seed=seed, strength=strength if action == "augment" else None, device=Device.CPU if forceCpu else Device.AUTO)
         job = GenerationJob(
             slicer.mrmlScene, inputVolume, options, output_node=outputVolume,
             executable=[self.medgenExecutable] if self.medgenExecutable else None,

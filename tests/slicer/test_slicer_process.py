@@ -61,8 +61,11 @@ def test_build_command_for_each_action(tmp_path):
     assert tr.argv == ["medgen", "translate", "a.nrrd", "b.nrrd", "--bundle", "t1_t2", "--direction", "b2a", "--device", "auto", "--progress", "json"]
     one_way = build_command(GenerationRequest("translate", Path("a.nrrd"), Path("b.nrrd"), bundle="tissue_t1"), ["medgen"], {})
     assert "--direction" not in one_way.argv  # one-way (pix2pix) bundles refuse --direction
-    au = build_command(GenerationRequest("augment", Path("a.nrrd"), Path("b.nrrd"), bundle="aug", seed=7), ["medgen"], {})
-    assert au.argv[1:] == ["augment", "a.nrrd", "b.nrrd", "--bundle", "aug", "--seed", "7", "--device", "auto", "--progress", "json"]
+    au = build_command(GenerationRequest("augment", Path("a.nrrd"), Path("b.nrrd"), bundle="aug", seed=7, strength=0.3), ["medgen"], {})
+    assert au.argv[1:] == ["augment", "variants", "a.nrrd", "--output", "b.nrrd", "--bundle", "aug", "--seed", "7", "--strength", "0.3",
+                           "--device", "auto", "--progress", "json"]
+    with pytest.raises(ValueError, match=r"strength must be in \(0, 1\], got 1.5"):
+        GenerationRequest("augment", Path("a.nrrd"), Path("b.nrrd"), bundle="aug", strength=1.5)
     with pytest.raises(ValueError):
         GenerationRequest("translate", Path("a"), Path("b"))  # needs a bundle
     with pytest.raises(ValueError):

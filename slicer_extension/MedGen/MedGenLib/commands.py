@@ -48,6 +48,7 @@ class GenerationRequest:
         variant: explicit bundle variant (upscale/augment), overrides ``scale``.
         direction: ``"a2b"`` or ``"b2a"`` for two-way translate bundles; ``None`` for one-way ones.
         seed: random seed (augment).
+        strength: image-to-image strength in (0, 1] (augment); ``None`` uses the bundle's default.
         device: :class:`Device`; ``cpu`` also hides GPUs from the child (``CUDA_VISIBLE_DEVICES=-1``).
         extra_args: appended verbatim (advanced use).
     """
@@ -60,6 +61,7 @@ class GenerationRequest:
     variant: str | None = None
     direction: str | None = None
     seed: int | None = None
+    strength: float | None = None
     device: Device = Device.AUTO
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -70,6 +72,8 @@ class GenerationRequest:
             raise ValueError("translate needs a bundle name")
         if self.action == "translate" and self.direction not in (None, *DIRECTIONS):
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if self.action == "augment" and self.strength is not None and not 0.0 < float(self.strength) <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.action == "upscale" and int(self.scale) < 2:
             raise ValueError(f"scale must be >= 2, got {self.scale}")
         object.__setattr__(self, "device", Device(self.device))
@@ -108,7 +112,10 @@ def medgen_executable(configured: str | os.PathLike[str] | None = None) -> list[
 
 
 def _action_args(request: GenerationRequest) -> list[str]:
-    args = [request.action, str(request.input_path), str(request.output_path)]
+    if request.action == "augment":  # one variant of the input: ``medgen augment variants INPUT --output OUTPUT``
+        args = ["augment", "variants", str(request.input_path), "--output", str(request.output_path)]
+    else:
+        args = [request.action, str(request.input_path), str(request.output_path)]
     if request.bundle:
         args += ["--bundle", request.bundle]
     if request.action == "upscale":
@@ -118,10 +125,10 @@ def _action_args(request: GenerationRequest) -> list[str]:
     elif request.action == "translate" and request.direction:
         args += ["--direction", request.direction]
     elif request.action == "augment":
-        if request.variant:
-            args += ["--variant", request.variant]
         if request.seed is not None:
             args += ["--seed", str(int(request.seed))]
+        if request.strength is not None:
+            args += ["--strength", repr(float(request.strength))]
     return args
 
 

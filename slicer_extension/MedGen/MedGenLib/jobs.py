@@ -36,6 +36,7 @@ class JobOptions:
     variant: str | None = None
     direction: str | None = None
     seed: int | None = None
+    strength: float | None = None
     device: Device = Device.AUTO
 
 
