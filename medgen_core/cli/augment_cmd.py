@@ -28,7 +28,7 @@ from medgen_core.io import read_volume
 from medgen_core.provenance import write_generated_volume
 from medgen_core.utils.progress import progress_mode
 
-__all__ = ["build_manager", "register"]
+__all__ = ["build_manager", "register", "variant_paths"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--generators", type=Path, default=None, help="folder of {modality}_{class} generator directories")
     p.add_argument("--bundle", default=None, help="use this MedGen bundle (e.g. brain_slice_ddpm, brain_tissue_to_t1_pix2pix) for every class")
     p.add_argument("--out", type=Path, default=None, help="output folder")
-    p.add_argument("--output", type=Path, default=None, help="variants: write one variant to this file (.nii/.nii.gz/.nrrd) instead of --out")
+    p.add_argument("--output", type=Path, default=None,
+                   help="variants: output file (.nii/.nii.gz/.nrrd) instead of --out; with --k > 1 the files are <name>_variant<i><ext>")
     p.add_argument("--n", type=int, default=16, help="generate: number of images")
     p.add_argument("--k", type=int, default=3, help="variants: number of variants")
     p.add_argument("--class", dest="class_name", default=None, help="class to generate (default: all classes round-robin / the first class)")
@@ -87,6 +88,22 @@ def _read_config(args: argparse.Namespace) -> tuple[AugmentationConfig, Path | N
     return cfg, generators
 
 
+def variant_paths(input_path: Path, k: int, out_dir: Path | None, output: Path | None) -> list[Path]:
+    """Where ``k`` variants go: ``out_dir/<input stem>_variant<i>.nii.gz``, or ``output`` itself (k = 1),
+    or ``<output stem>_variant<i><output extension>`` (k > 1)."""
+    if k < 1:
+        raise AugmentationError(f"--k must be >= 1, got {k}")
+    if output is None:
+        assert out_dir is not None
+        stem = input_path.name.split(".")[0]
+        return [out_dir / f"{stem}_variant{i + 1}.nii.gz" for i in range(k)]
+    if k == 1:
+        return [output]
+    ext = ".nii.gz" if output.name.endswith(".nii.gz") else output.suffix
+    stem = output.name[: -len(ext)]
+    return [output.with_name(f"{stem}_variant{i + 1}{ext}") for i in range(k)]
+
+
 def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str | None, device: str, trust: bool,
                   scratch: Path) -> GenerativeAugmentationManager:
     """A manager over ``generators``, or over ``scratch/{modality}`` linked to ``bundle``."""
@@ -118,13 +135,14 @@ def run(args: argparse.Namespace) -> int:
             manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
             class_name = args.class_name or cfg.classes[0]
             source = args.source or ("labels" if cfg.for_class(class_name).source == "labels" else "vary")
-            k = 1 if args.output is not None else args.k
-            stem = args.input.name.split(".")[0]
+            k = args.k
+            paths = variant_paths(args.input, k, args.out, args.output)
+            for path in paths:
+                check_output_path(args.input, path)
             if args.out is not None:
                 args.out.mkdir(parents=True, exist_ok=True)
             for i, (volume, meta) in enumerate(volume_variants(manager, source_volume, k, class_name, source=source, seed=args.seed)):
-                path = args.output if args.output is not None else args.out / f"{stem}_variant{i + 1}.nii.gz"
-                check_output_path(args.input, path)
+                path = paths[i]
                 write_generated_volume(volume, path, meta)
                 print(f"wrote {path} (variant {i + 1}/{k}, {source}, strength {meta.parameters.get('strength', '-')}); provenance in {path}.generated.json")
             return 0

@@ -63,6 +63,7 @@ class MedGenParameterNode:
     scale: Annotated[int, Choice([2, 4])] = 2
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     strength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
+    variantCount: Annotated[int, WithinRange(1, 20)] = 1
     forceCpu: bool = False
     keepTemporaryFiles: bool = False
 
@@ -257,7 +258,8 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self._job = self.logic.process(
                 action, p.inputVolume, p.outputVolume, bundle=p.bundle, scale=p.scale, variant=p.variant or None,
-                direction=p.direction, seed=p.seed, strength=p.strength, forceCpu=p.forceCpu, keepTemporaryFiles=p.keepTemporaryFiles,
+                direction=p.direction, seed=p.seed, strength=p.strength, count=p.variantCount, forceCpu=p.forceCpu,
+                keepTemporaryFiles=p.keepTemporaryFiles,
                 catalog=self._catalog, blocking=False,
             )
             self.ui.logTextEdit.appendPlainText(self._job.command.display() if self._job.command else "")
@@ -335,7 +337,7 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
     # -- processing ------------------------------------------------------------------------------
     def process(self, action, inputVolume, outputVolume=None, bundle="", scale=2, variant=None, direction="a2b",
                 seed=None, forceCpu=False, keepTemporaryFiles=False, catalog=None, blocking=True, timeoutSec=None,
-                onEvent=None, strength=None) -> GenerationJob:
+                onEvent=None, strength=None, count=1) -> GenerationJob:
         """Run ``action`` on ``inputVolume``; the result goes to ``outputVolume`` or a new "<input> <task> (AI)" volume.
 
         With ``blocking=True`` returns the finished job (check ``job.state``, ``job.result_node``,
@@ -345,8 +347,11 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
         if choice is None:
             raise ValueError(_("No MedGen bundle for '{action}' is installed.").format(action=action))
         direction = direction if direction in choice.directions else None  # one-way bundles take no --direction
+        if action == "augment" and int(count) > 1:
+            outputVolume = None  # every variant gets its own new volume
         options = JobOptions(action=action, bundle=choice.name, scale=int(scale), variant=variant, direction=direction,
-                             seed=seed, strength=strength if action == "augment" else None, device=Device.CPU if forceCpu else Device.AUTO)
+                             seed=seed, strength=strength if action == "augment" else None,
+                             count=int(count) if action == "augment" else 1, device=Device.CPU if forceCpu else Device.AUTO)
         job = GenerationJob(
             slicer.mrmlScene, inputVolume, options, output_node=outputVolume,
             executable=[self.medgenExecutable] if self.medgenExecutable else None,

@@ -214,3 +214,45 @@ def test_loading_a_file_written_by_medgen_restores_attributes(scene, tmp_path):
 
 def test_slicer_namespace_does_not_absorb_the_test_folder(slicer_core):
     assert not [p for p in slicer_core.__path__ if "tests" in p.replace("\\", "/").split("/")]
+
+
+@pytest.mark.parametrize("action,bundle,direction", [("translate", "brain_t1_to_t2w_cyclegan", "b2a")])
+def test_translate_run_keeps_input_geometry_and_tags_output(slicer_core, tmp_path, action, bundle, direction):
+    """Real ``medgen translate`` through the job: same grid as the input, MedGen.* attributes, AI name."""
+    from medgen_core.bundles import get_bundle
+
+    scene = slicer_core.vtkMRMLScene()
+    source = oblique_volume(scene, "t2w")
+    job = GenerationJob(scene, source, JobOptions(action=action, bundle=bundle, direction=direction, device="cpu"), temp_root=tmp_path)
+    assert job.run(timeout_s=300) is State.DONE, (job.error, job.process.lines[-5:] if job.process else None)
+    node = job.result_node
+    assert scene_io.dimensions(node) == scene_io.dimensions(source)
+    np.testing.assert_allclose(scene_io.get_ijk_to_ras(node), scene_io.get_ijk_to_ras(source), atol=1e-5)
+    attrs = pa.node_attributes(node)
+    meta = get_bundle(bundle).metadata
+    assert attrs[pa.AI_GENERATED] == "true" and attrs[pa.BUNDLE] == f"{bundle}@{meta['version']}"
+    assert attrs[pa.WEIGHTS_SHA256] == meta["medgen"]["variants"][direction]["sha256"]
+    assert node.GetName() == "t2w translate b2a (AI)"
+    assert scene_io.validate_output(node, source) == []
+
+
+def test_augment_makes_k_tagged_variants_on_the_input_grid(slicer_core, tmp_path):
+    """Real ``medgen augment variants`` (diffusion bundle, image-to-image): K new volumes, each tagged."""
+    from medgen_core.bundles import get_bundle
+
+    scene = slicer_core.vtkMRMLScene()
+    source = oblique_volume(scene, "t1")
+    options = JobOptions(action="augment", bundle="brain_slice_ddpm", seed=5, strength=0.3, count=2, device="cpu")
+    job = GenerationJob(scene, source, options, temp_root=tmp_path)
+    assert job.run(timeout_s=300) is State.DONE, (job.error, job.process.lines[-5:] if job.process else None)
+    assert [n.GetName() for n in job.result_nodes] == ["t1 augment s0.3 #1 (AI)", "t1 augment s0.3 #2 (AI)"]
+    meta = get_bundle("brain_slice_ddpm").metadata
+    for node in job.result_nodes:
+        assert scene_io.dimensions(node) == scene_io.dimensions(source)
+        np.testing.assert_allclose(scene_io.get_ijk_to_ras(node), scene_io.get_ijk_to_ras(source), atol=1e-5)
+        attrs = pa.node_attributes(node)
+        assert attrs[pa.AI_GENERATED] == "true" and attrs[pa.BUNDLE] == f"brain_slice_ddpm@{meta['version']}"
+        assert json.loads(attrs[pa.PARAMETERS])["strength"] == 0.3
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="several variants each get a new volume"):
+        GenerationJob(scene, source, options, output_node=job.result_nodes[0])

@@ -21,6 +21,7 @@ __all__ = [
     "device_advice",
     "medgen_executable",
     "python_executable",
+    "variant_output_paths",
 ]
 
 #: The actions MedGen bundles declare in ``metadata["medgen"]["action"]``, in button order.
@@ -49,6 +50,8 @@ class GenerationRequest:
         direction: ``"a2b"`` or ``"b2a"`` for two-way translate bundles; ``None`` for one-way ones.
         seed: random seed (augment).
         strength: image-to-image strength in (0, 1] (augment); ``None`` uses the bundle's default.
+        count: number of variants (augment); with more than one, the CLI writes
+            :func:`variant_output_paths` instead of ``output_path``.
         device: :class:`Device`; ``cpu`` also hides GPUs from the child (``CUDA_VISIBLE_DEVICES=-1``).
         extra_args: appended verbatim (advanced use).
     """
@@ -62,6 +65,7 @@ class GenerationRequest:
     direction: str | None = None
     seed: int | None = None
     strength: float | None = None
+    count: int = 1
     device: Device = Device.AUTO
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -72,6 +76,8 @@ class GenerationRequest:
             raise ValueError("translate needs a bundle name")
         if self.action == "translate" and self.direction not in (None, *DIRECTIONS):
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if int(self.count) < 1 or (self.action != "augment" and int(self.count) != 1):
+            raise ValueError(f"count (number of variants) must be >= 1 and is for augment only, got {self.count} for {self.action}")
         if self.action == "augment" and self.strength is not None and not 0.0 < float(self.strength) <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.action == "upscale" and int(self.scale) < 2:
@@ -111,6 +117,15 @@ def medgen_executable(configured: str | os.PathLike[str] | None = None) -> list[
     return [python_executable(), "-m", "medgen_core.cli.main"]
 
 
+def variant_output_paths(request: GenerationRequest) -> list[Path]:
+    """The files the CLI writes for ``request``: ``output_path``, or ``<stem>_variant<i><ext>`` for several variants."""
+    out = Path(request.output_path)
+    if int(request.count) == 1:
+        return [out]
+    ext = ".nii.gz" if out.name.endswith(".nii.gz") else out.suffix
+    return [out.with_name(f"{out.name[: -len(ext)]}_variant{i + 1}{ext}") for i in range(int(request.count))]
+
+
 def _action_args(request: GenerationRequest) -> list[str]:
     if request.action == "augment":  # one variant of the input: ``medgen augment variants INPUT --output OUTPUT``
         args = ["augment", "variants", str(request.input_path), "--output", str(request.output_path)]
@@ -129,6 +144,8 @@ def _action_args(request: GenerationRequest) -> list[str]:
             args += ["--seed", str(int(request.seed))]
         if request.strength is not None:
             args += ["--strength", repr(float(request.strength))]
+        if int(request.count) > 1:
+            args += ["--k", str(int(request.count))]
     return args
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from MedGenLib import scene_io
-from MedGenLib.commands import Command, Device, GenerationRequest, build_command
+from MedGenLib.commands import Command, Device, GenerationRequest, build_command, variant_output_paths
 from MedGenLib.process import MedGenProcess, State
 from MedGenLib.progress import Event, StateEvent
 
@@ -37,6 +37,7 @@ class JobOptions:
     direction: str | None = None
     seed: int | None = None
     strength: float | None = None
+    count: int = 1
     device: Device = Device.AUTO
 
 
@@ -46,6 +47,8 @@ def task_label(options: JobOptions) -> str:
         return f"upscale x{int(options.scale)}"
     if options.action == "translate":
         return f"translate {options.direction}" if options.direction else "translate"
+    if options.action == "augment" and options.strength is not None:
+        return f"augment s{options.strength:g}"
     return options.action
 
 
@@ -61,7 +64,8 @@ class GenerationJob:
         scene: the MRML scene (``slicer.mrmlScene`` in the app, a fresh ``vtkMRMLScene`` in tests).
         input_node: scalar volume to process.
         options: what to run.
-        output_node: volume to fill; ``None`` creates ``"<input> <task> (AI)"`` on success.
+        output_node: volume to fill; ``None`` creates ``"<input> <task> (AI)"`` on success (one node per
+            variant, ``"<input> augment #i (AI)"``, when ``options.count`` > 1; then ``output_node`` must be ``None``).
         executable: argv prefix of the CLI (default ``python -m medgen_core.cli.main``).
         temp_root: where the run's private folder is created (default: the system temp folder).
         keep_files: keep that folder after the run (debugging).
@@ -85,15 +89,19 @@ class GenerationJob:
             raise ValueError("select an input volume")
         if output_node is not None and output_node is input_node:
             raise ValueError("the output volume must differ from the input volume")
+        if output_node is not None and int(options.count) > 1:
+            raise ValueError("several variants each get a new volume: leave the output volume empty")
         self.scene, self.input_node, self.options, self.output_node = scene, input_node, options, output_node
         self.executable, self.temp_root, self.keep_files, self.on_event = executable, temp_root, keep_files, on_event
         self.process_factory = process_factory or (lambda cmd, cb: MedGenProcess(cmd.argv, cmd.env, on_event=cb))
         self._forward = None if on_event is None else (lambda e: None if _is_final(e) else on_event(e))
         self.state = State.INITIALIZING
         self.workspace: Path | None = None
+        self._outputs: list[Path] = []
         self.command: Command | None = None
         self.process: MedGenProcess | None = None
         self.result_node: Any | None = None
+        self.result_nodes: list[Any] = []
         self.error: str | None = None
         self.problems: list[str] = []
 
@@ -105,6 +113,7 @@ class GenerationJob:
             self.workspace = scene_io.make_workspace(self.temp_root)
             in_path = scene_io.export_volume(self.scene, self.input_node, self.workspace / "input.nrrd")
             request = GenerationRequest(input_path=in_path, output_path=self.workspace / "output.nrrd", **dataclasses.asdict(self.options))
+            self._outputs = variant_output_paths(request)
             self.command = build_command(request, self.executable)
             logger.info("MedGen: %s", self.command.display())
             self.process = self.process_factory(self.command, self._forward)
@@ -171,18 +180,24 @@ class GenerationJob:
             return [self._fail(self.process.error_message or "medgen failed")]
         events: list[Event] = [self._set_state(State.IMPORTING)]
         created = self.output_node is None
-        node = None
+        nodes: list[Any] = []
+        label = task_label(self.options)
         try:
-            node = scene_io.import_output(self.scene, self.workspace / "output.nrrd", self.input_node, self.output_node, task_label(self.options))
-            self.problems = scene_io.validate_output(node, self.input_node)
+            for i, path in enumerate(self._outputs):
+                task = label if len(self._outputs) == 1 else f"{label} #{i + 1}"
+                node = scene_io.import_output(self.scene, path, self.input_node, self.output_node, task)
+                nodes.append(node)
+                self.problems += [f"{task}: {p}" if len(self._outputs) > 1 else p for p in scene_io.validate_output(node, self.input_node)]
         except Exception as err:  # noqa: BLE001 - a failed import is a failed run, never a stray node
-            self.problems = [f"import failed: {err}"]
+            self.problems.append(f"import failed: {err}")
         if self.problems:
-            if created and node is not None and node.GetScene() is not None:
-                scene_io.remove_node(self.scene, node)  # never leave an unchecked output behind
+            for node in nodes:
+                if created and node is not None and node.GetScene() is not None:
+                    scene_io.remove_node(self.scene, node)  # never leave an unchecked output behind
             events.append(self._fail("; ".join(self.problems)))
             return events
-        self.result_node = node
+        self.result_nodes = nodes
+        self.result_node = nodes[0]
         self._cleanup()
-        events.append(self._set_state(State.DONE, f"output: {node.GetName()}"))
+        events.append(self._set_state(State.DONE, "output: " + ", ".join(n.GetName() for n in nodes)))
         return events
