@@ -81,7 +81,7 @@ def _read_config(args: argparse.Namespace) -> tuple[AugmentationConfig, Path | N
                 generators = (args.config.parent / data["generators"]).resolve()
             data = data["augmentation"]
     if args.bundle is not None and "classes" not in data:
-        classes = get_bundle(args.bundle).metadata.get("medgen", {}).get("classes")
+        classes = get_bundle(args.bundle).metadata.get("medgen", {}).get("class_names")
         if classes:
             data = {**data, "classes": classes}
     cfg = AugmentationConfig.from_dict({**data, **overrides, "enabled": True}, origin=str(args.config or "--bundle"))

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Re-train the weights shipped in monai_bundles/brain_slice_ddpm (class-conditional 2D DDPM, CPU or GPU).
+
+Runs the bundle's own ``configs/train.json`` through MONAI's ConfigParser (checkpoints in ``--runs-dir``,
+so an interrupted run resumes where it stopped), copies the EMA weights ``model.pt`` into the bundle's
+``models/`` folder and records their sha256 in ``configs/metadata.json`` (``medgen.variants``), together
+with a training note. ``medgen.trained`` becomes true only for a run of at least the shipped schedule
+(``ITERATIONS``) at the shipped batch size.
+
+    python scripts/train_ddpm.py                                   # the shipped schedule (about 40 min at 0.8 s/iteration, one CPU thread)
+    python scripts/train_ddpm.py --iterations 150 --runs-dir /tmp/ddpm_smoke   # smoke run (trained stays false)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from medgen_core.provenance import sha256_file
+
+BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_ddpm"
+VARIANT = "slice_position"
+ITERATIONS = 3000  # the shipped schedule (train.json's "iterations")
+BATCH_SIZE = 16
+
+
+def _iterations(out: Path) -> int:
+    ckpt = out / "checkpoint.pt"
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["iteration"]) if ckpt.exists() else 0
+
+
+def train(runs_dir: Path, iterations: int | None, batch_size: int | None, device: str | None) -> tuple[Path, float, int, int]:
+    """Run ``train.json``; returns ``(model.pt, seconds, iterations done in this call, total iterations)``."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "train.json")
+    out = runs_dir / "ddpm"
+    overrides: dict = {"bundle_root": str(BUNDLE), "output_dir": str(out)}
+    if iterations is not None:
+        overrides["iterations"] = iterations
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    if device:
+        overrides["device"] = f"$torch.device('{device}')"
+    parser.update(overrides)
+    parser.get_parsed_content("initialize")
+    start = _iterations(out)
+    t0 = time.time()
+    model_path = parser.get_parsed_content("trainer").run()
+    return Path(model_path), time.time() - t0, _iterations(out) - start, _iterations(out)
+
+
+def install(model_path: Path, trained: bool, note: dict) -> Path:
+    """Copy ``model_path`` to the variant's file, record its sha256, ``trained`` and the training note."""
+    meta_path = BUNDLE / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    medgen = meta["medgen"]
+    entry = medgen["variants"][VARIANT]
+    target = BUNDLE / entry["file"]
+    shutil.copyfile(model_path, target)
+    entry["sha256"] = sha256_file(target)
+    medgen["trained"] = trained
+    medgen["training"] = note
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=None, help=f"override train.json's iterations (shipped schedule: {ITERATIONS})")
+    ap.add_argument("--batch-size", type=int, default=None, help=f"override train.json's batch_size ({BATCH_SIZE})")
+    ap.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    ap.add_argument("--runs-dir", type=Path, default=BUNDLE / "runs", help="checkpoints and logs (resumable)")
+    ap.add_argument("--no-install", action="store_true", help="do not copy weights into the bundle")
+    args = ap.parse_args(argv)
+    if args.iterations is not None and args.iterations < 1:
+        ap.error("--iterations must be >= 1")
+    model_path, seconds, done, total = train(args.runs_dir, args.iterations, args.batch_size, args.device)
+    rate = seconds / max(done, 1)
+    print(f"ddpm: {done} iterations in {seconds:.0f} s ({rate:.2f} s/iteration), {total} in all -> {model_path}", flush=True)
+    if not args.no_install:
+        batch = args.batch_size or BATCH_SIZE
+        trained = total >= ITERATIONS and batch == BATCH_SIZE
+        device = str(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        note = {"iterations": total, "batch_size": batch, "seconds_per_iteration": round(rate, 3), "device": device}
+        target = install(model_path, trained, note)
+        print(f"ddpm: installed {target} (trained={str(trained).lower()}), sha256 recorded in configs/metadata.json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
