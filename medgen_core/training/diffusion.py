@@ -29,7 +29,6 @@ averaged over ranks, rank 0 alone writes.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -42,12 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import rank_and_world_size
+from medgen_core.training.distributed import mean_over_ranks, rank_and_world_size, shard_indices, wrap_ddp
 
 __all__ = ["DiffusionTrainer", "DiffusionTrainingConfig", "null_class_id", "space_to_depth_factor"]
 
@@ -207,33 +204,14 @@ class DiffusionTrainer:
 
     # -- distributed ----------------------------------------------------------------------------
     def _wrap(self, module: nn.Module) -> nn.Module:
-        if not self.distributed:
-            return module
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
+        return wrap_ddp(module, self.device) if self.distributed else module
 
     def _shard(self, num_slices: int) -> list[int]:
         """This rank's slice indices (disjoint across ranks); rank 0 records all shards in ``data_shards.json``."""
-        if num_slices < self.world_size:
-            raise ValueError(f"DiffusionTrainer: {num_slices} training slices cannot be shared by {self.world_size} processes.")
-        sampler = DistributedSampler(
-            range(num_slices), num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=self.config.seed, drop_last=True
-        )
-        indices = [int(i) for i in sampler]
-        shards: list[list[int] | None] = [None] * self.world_size
-        dist.all_gather_object(shards, indices)
-        if self.is_main:
-            record = {"world_size": self.world_size, "seed": self.config.seed, "num_slices": num_slices, "shards": {str(r): s for r, s in enumerate(shards)}}
-            (self.output_dir / "data_shards.json").write_text(json.dumps(record) + "\n")
-        return indices
+        return shard_indices(num_slices, self.config.seed, self.output_dir / "data_shards.json" if self.is_main else None, "DiffusionTrainer")
 
     def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
-        if not self.distributed:
-            return stats
-        keys = sorted(stats)
-        values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(values)
-        return {k: float(v) / self.world_size for k, v in zip(keys, values.tolist())}
+        return mean_over_ranks(stats, self.device) if self.distributed else stats
 
     # -- data -----------------------------------------------------------------------------------
     def make_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:

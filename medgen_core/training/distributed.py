@@ -6,7 +6,9 @@ Generic: nothing here knows about bundles or a particular trainer. ``torchrun`` 
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -16,7 +18,10 @@ __all__ = [
     "default_backend",
     "local_device",
     "local_rank",
+    "mean_over_ranks",
     "rank_and_world_size",
+    "shard_indices",
+    "wrap_ddp",
 ]
 
 
@@ -46,3 +51,42 @@ def barrier() -> None:
     """``torch.distributed.barrier()`` when a process group is initialised."""
     if rank_and_world_size()[1] > 1:
         dist.barrier()
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``DistributedDataParallel(module)`` on ``device`` (its CUDA index, or the CPU with gloo)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def shard_indices(num_items: int, seed: int, record_path: Path | None = None, owner: str = "trainer") -> list[int]:
+    """This rank's indices of ``num_items`` (shuffled with ``seed``, disjoint across ranks, tail dropped).
+
+    A collective: every rank must call it. Rank 0 writes every rank's shard to ``record_path``
+    (``data_shards.json``) when given.
+    """
+    from torch.utils.data import DistributedSampler
+
+    rank, world = rank_and_world_size()
+    if num_items < world:
+        raise ValueError(f"{owner}: {num_items} training items cannot be shared by {world} processes.")
+    sampler = DistributedSampler(range(num_items), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    indices = [int(i) for i in sampler]
+    shards: list[list[int] | None] = [None] * world
+    dist.all_gather_object(shards, indices)
+    if rank == 0 and record_path is not None:
+        record = {"world_size": world, "seed": seed, "num_slices": num_items, "shards": {str(r): s for r, s in enumerate(shards)}}
+        Path(record_path).write_text(json.dumps(record) + "\n")
+    return indices
+
+
+def mean_over_ranks(stats: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average scalar statistics over ranks (a collective); unchanged without a process group."""
+    rank, world = rank_and_world_size()
+    if world == 1:
+        return stats
+    keys = sorted(stats)
+    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return {k: float(v) / world for k, v in zip(keys, values.tolist())}

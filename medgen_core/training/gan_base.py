@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import barrier, rank_and_world_size
+from medgen_core.training.distributed import barrier, mean_over_ranks, rank_and_world_size, wrap_ddp
 
 __all__ = ["GANSchedule", "GANTrainerBase", "set_requires_grad"]
 
@@ -92,10 +92,7 @@ class GANTrainerBase:
         """Register ``module`` (made of networks in ``self.nets``) as ``self.ddp[name]``: DDP-wrapped in
         distributed mode (parameters broadcast from rank 0), the module itself otherwise."""
         if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=device_ids)
+            module = wrap_ddp(module, self.device)
         self.ddp[name] = module
         return module
 
@@ -110,15 +107,6 @@ class GANTrainerBase:
         if self.is_main:
             record = {"world_size": self.world_size, "epoch": self.epoch, "shards": {str(r): s for r, s in enumerate(shards)}}
             (self.output_dir / "data_shards.json").write_text(json.dumps(record) + "\n")
-
-    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
-        if not self.distributed:
-            return stats
-        import torch.distributed as dist
-
-        values = torch.tensor([stats[k] for k in self.loss_names], dtype=torch.float64, device=self.device)
-        dist.all_reduce(values)
-        return {k: float(v) / self.world_size for k, v in zip(self.loss_names, values)}
 
     # -- to implement -------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -199,7 +187,8 @@ class GANTrainerBase:
                 self.iteration += 1
             if steps == 0:
                 raise ValueError(f"{type(self).__name__}: the data loader yielded no batch (empty dataset, or fewer samples than ranks).")
-            stats = self._mean_over_ranks({k: v / steps for k, v in sums.items()})  # epoch means
+            stats = {k: v / steps for k, v in sums.items()}  # epoch means
+            stats = mean_over_ranks(stats, self.device) if self.distributed else stats
             if self.is_main:
                 self.log.log({"iteration": self.iteration, "epoch": self.epoch + 1, **stats})
             for s in self.schedulers.values():
