@@ -34,7 +34,7 @@ BUNDLES = {
 }
 # Epochs (constant lr, then linear decay) of the shipped weights on the default sample data. The paper
 # uses 100 + 100; these are cut to what 2 CPU cores manage (see the bundles' docs/README.md).
-SCHEDULES = {"pix2pix": (30, 30), "cyclegan": (5, 5)}
+SCHEDULES = {"pix2pix": (10, 10), "cyclegan": (5, 5)}
 HELDOUT = (80, 100)
 
 
