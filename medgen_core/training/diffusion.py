@@ -44,7 +44,7 @@ from monai.networks.schedulers import DDPMScheduler
 from tqdm import tqdm
 
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import mean_over_ranks, rank_and_world_size, shard_indices, wrap_ddp
+from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
 
 __all__ = ["DiffusionTrainer", "DiffusionTrainingConfig", "null_class_id", "space_to_depth_factor"]
 
@@ -175,14 +175,7 @@ class DiffusionTrainer:
         self.config = config
         self.device = torch.device(device)
         self.net = network.to(self.device)
-        initialised = dist.is_available() and dist.is_initialized()
-        self.distributed = initialised if distributed is None else bool(distributed)
-        if self.distributed and not initialised:
-            raise ValueError(
-                "DiffusionTrainer: distributed=True needs an initialised torch.distributed process group "
-                "(launch with torchrun and call torch.distributed.init_process_group first)."
-            )
-        self.rank, self.world_size = rank_and_world_size() if self.distributed else (0, 1)
+        self.distributed, self.rank, self.world_size = resolve_distributed(distributed, "DiffusionTrainer")
         self.is_main = self.rank == 0
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ __all__ = [
     "local_rank",
     "mean_over_ranks",
     "rank_and_world_size",
+    "resolve_distributed",
     "shard_indices",
     "wrap_ddp",
 ]
@@ -90,3 +91,17 @@ def mean_over_ranks(stats: dict[str, float], device: torch.device) -> dict[str, 
     values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(values)
     return {k: float(v) / world for k, v in zip(keys, values.tolist())}
+
+
+def resolve_distributed(distributed: bool | None, owner: str) -> tuple[bool, int, int]:
+    """``(distributed, rank, world_size)`` for a trainer: ``None`` means "if a process group is
+    initialised"; ``True`` without one is a clear error naming ``owner``."""
+    initialised = dist.is_available() and dist.is_initialized()
+    on = initialised if distributed is None else bool(distributed)
+    if on and not initialised:
+        raise ValueError(
+            f"{owner}: distributed=True needs an initialised torch.distributed process group "
+            "(launch with torchrun and call torch.distributed.init_process_group first)."
+        )
+    rank, world = rank_and_world_size() if on else (0, 1)
+    return on, rank, world

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import barrier, mean_over_ranks, rank_and_world_size, wrap_ddp
+from medgen_core.training.distributed import barrier, mean_over_ranks, resolve_distributed, wrap_ddp
 
 __all__ = ["GANSchedule", "GANTrainerBase", "set_requires_grad"]
 
@@ -58,16 +58,7 @@ class GANTrainerBase:
 
     def __init__(self, nets: dict[str, nn.Module], optimizer_groups: dict[str, list[str]], schedule: GANSchedule,
                  output_dir: str | Path, device: str | torch.device = "cpu", distributed: bool | None = None) -> None:
-        import torch.distributed as dist
-
-        initialised = dist.is_available() and dist.is_initialized()
-        self.distributed = initialised if distributed is None else bool(distributed)
-        if self.distributed and not initialised:
-            raise ValueError(
-                f"{type(self).__name__}: distributed=True needs an initialised torch.distributed process group "
-                "(launch with torchrun and call torch.distributed.init_process_group first)."
-            )
-        self.rank, self.world_size = rank_and_world_size() if self.distributed else (0, 1)
+        self.distributed, self.rank, self.world_size = resolve_distributed(distributed, type(self).__name__)
         self.is_main = self.rank == 0
         self.device = torch.device(device)
         self.nets = {k: v.to(self.device) for k, v in nets.items()}

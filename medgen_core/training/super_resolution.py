@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from medgen_core.losses import relativistic_discriminator_loss, relativistic_generator_loss
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import mean_over_ranks, rank_and_world_size, shard_indices, wrap_ddp
+from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
 from medgen_core.transforms.degradation import DEGRADATIONS, RandomDegradation, degrade
 from medgen_core.transforms.intensity_augment import RandomContrastAugment
 
@@ -185,14 +185,7 @@ class SuperResolutionTrainer:
         self.net = network.to(device)
         self.config = config
         self.device = torch.device(device)
-        initialised = dist.is_available() and dist.is_initialized()
-        self.distributed = initialised if distributed is None else bool(distributed)
-        if self.distributed and not initialised:
-            raise ValueError(
-                "SuperResolutionTrainer: distributed=True needs an initialised torch.distributed process group "
-                "(launch with torchrun and call torch.distributed.init_process_group first)."
-            )
-        self.rank, self.world_size = rank_and_world_size() if self.distributed else (0, 1)
+        self.distributed, self.rank, self.world_size = resolve_distributed(distributed, "SuperResolutionTrainer")
         self.is_main = self.rank == 0
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
