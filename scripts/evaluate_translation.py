@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from monai.metrics import FIDMetric
 
 from medgen_core.bundles import get_bundle, load_verified_network
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_t1, mni152_tissue_labels, mni_training_axial_indices
 from medgen_core.data.translation import per_class_mean_baseline, t1_t2_unpaired, tissue_to_t1_pairs
+from medgen_core.evaluation.feature_distance import RandomFeatures, feature_distance
 from medgen_core.evaluation.metrics import masked_psnr, masked_ssim
 from medgen_core.inference.preview import save_montage
 from medgen_core.inference.translate import VolumeTranslator
@@ -94,27 +94,6 @@ def evaluate_pix2pix(bundle_dir: Path, docs: Path, max_slices: int | None) -> di
             "heldout": rows}
 
 
-class RandomFeatures(nn.Module):
-    """Fixed feature extractor: 4 stride-2 3x3 convs (1->16->32->64->64, LeakyReLU 0.2), default PyTorch
-    init under ``torch.manual_seed(seed)``; ``(B, 1, 128, 128)`` -> ``(B * 64, 64)`` (one row per output position)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.random.fork_rng()
-        with g:
-            torch.manual_seed(seed)
-            chans = [1, 16, 32, 64, 64]
-            layers: list[nn.Module] = []
-            for i in range(4):
-                layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            self.net = nn.Sequential(*layers).eval()
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.net(x)
-        return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).double()
-
-
 def evaluate_cyclegan(bundle_dir: Path, docs: Path, max_slices: int | None) -> dict:
     lo, hi = MNI_HELDOUT_AXIAL
     hi = hi if max_slices is None else min(hi, lo + max_slices)
@@ -125,14 +104,10 @@ def evaluate_cyclegan(bundle_dir: Path, docs: Path, max_slices: int | None) -> d
         fake_b, fake_a = g_a2b(a), g_b2a(b)
         rec_a, rec_b = g_b2a(fake_b), g_a2b(fake_a)
     to01 = lambda t: ((t + 1) / 2).clamp(0, 1)  # noqa: E731
-    feats, fid = RandomFeatures(seed=0), FIDMetric()
+    feats = RandomFeatures(seed=0)
 
     def fd(x: torch.Tensor, y: torch.Tensor) -> float:
-        """FD between features of ``x`` and of the real target-domain ``y``, both standardised by ``y``'s
-        per-dimension mean and std (so the number is in units of real-feature spread)."""
-        fx, fy = feats(x), feats(y)
-        mu, sd = fy.mean(0), fy.std(0) + 1e-8
-        return float(fid((fx - mu) / sd, (fy - mu) / sd))
+        return feature_distance(x, y, feats)
 
     rows = [
         {"direction": "A->B (T1 -> T2w)", "cycle_l1": float((to01(rec_a) - to01(a)).abs().mean()), "cycle_psnr": masked_psnr(to01(rec_a), to01(a)),

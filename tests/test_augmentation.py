@@ -299,3 +299,25 @@ def test_experiment_harness_runs_every_condition_and_writes_reports(model_dirs, 
     assert (tmp_path / "exp" / "results.png").stat().st_size > 1000
     assert "| baseline |" in (tmp_path / "exp" / "results.md").read_text()
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["num_test_slices"] == 16
+
+
+def test_cli_experiment_runs_the_stand_in_task_with_the_shipped_ddpm_bundle(tmp_path, capsys) -> None:
+    """``medgen augment experiment`` on the MNI152 slices with the real DDPM bundle, at a tiny budget."""
+    code, out, err = _cli(capsys, "augment", "experiment", "--bundle", "brain_slice_ddpm", "--out", str(tmp_path / "exp"), "--seeds", "0",
+                          "--probs", "1.0", "--mix-ranges", "0.5,0.5", "--steps-sweep", "2", "--iterations", "3", "--bank-per-class", "2")
+    assert code == 0, err
+    result = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert result["classes"] == ["inferior", "lower_middle", "upper_middle", "superior"]
+    assert result["generator"] == "brain_slice_ddpm"
+    assert [s["condition"] for s in result["summary"]] == ["baseline", "real_duplicate", "generative p=1.0 mix=[0.5,0.5] steps=2"]
+    runs = {r["condition"]: r for r in result["runs"]}
+    assert runs["generative"]["synthetic_samples"] == 3 * 8  # prob 1: half of every batch of 16, 3 iterations
+    assert "| baseline |" in out
+
+
+def test_cli_experiment_bad_arguments(tmp_path, capsys) -> None:
+    code, _, err = _cli(capsys, "augment", "experiment", "--bundle", "brain_slice_ddpm")
+    assert code == 2 and "--out" in err
+    with pytest.raises(SystemExit):
+        _cli(capsys, "augment", "experiment", "--bundle", "brain_slice_ddpm", "--out", str(tmp_path), "--mix-ranges", "0.6,0.2")
+    assert "0 <= LO <= HI <= 1" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     medgen augment --config aug.json --out DIR --n 32                    # a synthetic dataset
     medgen augment variants INPUT --config aug.json --class NAME --k 3 --out DIR   # variants of a volume
     medgen augment variants INPUT --bundle brain_slice_ddpm --strength 0.3 --output variant.nrrd
+    medgen augment experiment --bundle brain_slice_ddpm --out DIR        # does augmentation help? (kappa/F1/accuracy)
 
 The config file is an augmentation config (see :class:`medgen_core.augmentation.AugmentationConfig`),
 optionally wrapped as ``{"generators": "DIR", "augmentation": {...}}``; ``generators`` (or
@@ -17,6 +18,8 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+
+import torch
 
 from medgen_core.augmentation import AugmentationConfig, DiffusersLoader, GenerativeAugmentationManager
 from medgen_core.augmentation.outputs import volume_variants, write_synthetic_dataset
@@ -34,8 +37,9 @@ __all__ = ["build_manager", "register", "variant_paths"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("augment", help="generate synthetic training data (datasets, variants of a volume)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", nargs="?", default="generate", choices=("generate", "variants"),
-                   help="generate: a synthetic dataset (default); variants: K synthetic variants of INPUT")
+    p.add_argument("action", nargs="?", default="generate", choices=("generate", "variants", "experiment"),
+                   help="generate: a synthetic dataset (default); variants: K synthetic variants of INPUT; experiment: train a "
+                        "slice-position classifier with and without generative augmentation and report kappa / macro F1 / accuracy")
     p.add_argument("input", nargs="?", type=Path, default=None, help="variants: the source volume (image, or label map with --source labels)")
     p.add_argument("--config", type=Path, default=None, help="augmentation config (.json/.yaml)")
     p.add_argument("--generators", type=Path, default=None, help="folder of {modality}_{class} generator directories")
@@ -52,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--trust", action="store_true", help="load bundles whose configs use code outside the allowlist (only if you trust them)")
+    ex = p.add_argument_group("experiment (defaults: the reported sweep)")
+    ex.add_argument("--seeds", type=int, nargs="+", default=None, help="experiment: seeds (default 0 1 2)")
+    ex.add_argument("--probs", type=float, nargs="+", default=None, help="experiment: prob values (default 0.3 0.5 0.7)")
+    ex.add_argument("--mix-ranges", type=_mix_range, nargs="+", default=None, metavar="LO,HI",
+                    help="experiment: mix_ratio_range values (default 0.1,0.3 0.3,0.5)")
+    ex.add_argument("--steps-sweep", type=int, nargs="+", default=None, help="experiment: inference_steps values (default 10 20 50)")
+    ex.add_argument("--iterations", type=int, default=None, help="experiment: classifier training iterations per run (default 200)")
+    ex.add_argument("--bank-per-class", type=int, default=None, help="experiment: synthetic slices pre-generated per class and steps value (default 48)")
     p.add_argument("--progress", default=None, choices=("bar", "json"), help="'json' also prints MEDGEN_PROGRESS lines (for GUIs)")
     p.set_defaults(func=run)
 
@@ -86,6 +98,36 @@ def _read_config(args: argparse.Namespace) -> tuple[AugmentationConfig, Path | N
             data = {**data, "classes": classes}
     cfg = AugmentationConfig.from_dict({**data, **overrides, "enabled": True}, origin=str(args.config or "--bundle"))
     return cfg, generators
+
+
+def _mix_range(text: str) -> list[float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"mix range must be LO,HI (two numbers in [0, 1]), got {text!r}") from None
+    if not 0 <= lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"mix range must satisfy 0 <= LO <= HI <= 1, got {text!r}")
+    return [lo, hi]
+
+
+def run_experiment_command(args: argparse.Namespace, cfg: AugmentationConfig, manager: GenerativeAugmentationManager) -> int:
+    """``medgen augment experiment``: the slice-position classification stand-in task on the MNI152 template."""
+    from dataclasses import replace
+
+    from medgen_core.augmentation.experiment import ExperimentConfig, markdown_table, run_experiment
+    from medgen_core.data.slices import mni_axial_slices_2mm, slice_position_class
+
+    overrides = {"seeds": args.seeds, "probs": args.probs, "mix_ratio_ranges": args.mix_ranges, "inference_steps": args.steps_sweep,
+                 "iterations": args.iterations, "bank_per_class": args.bank_per_class}
+    exp = replace(ExperimentConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    if exp.iterations < 1 or exp.bank_per_class < 1 or any(s < 1 for s in exp.inference_steps):
+        raise AugmentationError("medgen augment experiment: --iterations, --bank-per-class and --steps-sweep must be >= 1")
+    images, z = mni_axial_slices_2mm(128)
+    labels = torch.as_tensor(slice_position_class(z.numpy(), len(cfg.classes)), dtype=torch.int64)
+    result = run_experiment(images, labels, list(cfg.classes), manager, args.out, exp, progress=True)
+    print(markdown_table(result["summary"]))
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {args.out / 'results.png'}")
+    return 0
 
 
 def variant_paths(input_path: Path, k: int, out_dir: Path | None, output: Path | None) -> list[Path]:
@@ -146,6 +188,11 @@ def run(args: argparse.Namespace) -> int:
                 write_generated_volume(volume, path, meta)
                 print(f"wrote {path} (variant {i + 1}/{k}, {source}, strength {meta.parameters.get('strength', '-')}); provenance in {path}.generated.json")
             return 0
+        if args.action == "experiment":
+            if args.out is None:
+                raise AugmentationError("medgen augment experiment: give the output folder --out")
+            manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
+            return run_experiment_command(args, cfg, manager)
         manager = build_manager(cfg, generators, args.bundle, args.device, args.trust, Path(scratch))
         classes = [args.class_name] if args.class_name else None
         result = write_synthetic_dataset(manager, args.n, args.out, classes=classes, seed=args.seed)
