@@ -321,3 +321,35 @@ def test_cli_experiment_bad_arguments(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         _cli(capsys, "augment", "experiment", "--bundle", "brain_slice_ddpm", "--out", str(tmp_path), "--mix-ranges", "0.6,0.2")
     assert "0 <= LO <= HI <= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bundle, source", [("brain_slice_ddpm", "sample"), ("brain_slice_ddpm", "vary"), ("brain_tissue_to_t1_pix2pix", "labels")])
+def test_transform_with_the_shipped_bundles_as_generators(tmp_path, bundle, source) -> None:
+    """The batch transform over the MONAI-diffusion and translation backends (real bundles, real weights)."""
+    from medgen_core.bundles import get_bundle
+    from medgen_core.bundles.generators import bundle_loaders
+
+    info = get_bundle(bundle)
+    base = tmp_path / "gens"
+    base.mkdir()
+    (base / "t1").symlink_to(info.path, target_is_directory=True)
+    classes = ["inferior", "superior"]
+    cfg = _config(classes=classes, prob=1.0, mix_ratio_range=(0.5, 0.5), inference_steps=2, strength=0.3, source=source)
+    aug = RandGenerativeAugmentd(GenerativeAugmentationManager(base, cfg, device="cpu", loaders=bundle_loaders()), class_key="class",
+                                 label_key="seg" if source == "labels" else None)
+    g = torch.Generator().manual_seed(0)
+    seg = torch.randint(0, 4, (4, 1, 64, 64), generator=g)
+    image = torch.rand(4, 1, 64, 64, generator=g)
+    batch = aug({"image": image, "class": torch.tensor([0, 1, 0, 1]), "seg": seg})
+    mask = synthetic_mask(batch["image"])
+    assert int(mask.sum()) == 2 and batch["image"].shape == (4, 1, 64, 64)
+    assert torch.equal(batch["image"][~mask], image[~mask])  # real samples untouched
+    assert not torch.allclose(batch["image"][mask], image[mask])
+    assert 0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1
+    expected = {v["sha256"] for v in info.metadata["medgen"]["variants"].values()} if "variants" in info.metadata["medgen"] else None
+    for i in np.nonzero(mask.numpy())[0]:
+        record = batch["image"].meta[PROVENANCE_KEY][i]
+        assert record["generator_name"] == bundle and record["task"] == f"augment_{source}"
+        assert record["bundle_id"] == info.bundle_id and record["disclosure"].startswith("AI-generated")
+        if expected:
+            assert record["weights_sha256"] in expected
