@@ -14,6 +14,7 @@ from medgen_core.provenance.record import (
     pixel_sha256,
     sha256_file,
 )
+from medgen_core.provenance.files import write_generated_file
 from medgen_core.provenance.stamp import (
     VerificationResult,
     read_provenance,
@@ -35,6 +36,7 @@ __all__ = [
     "sha256_file",
     "sidecar_path",
     "verify_provenance",
+    "write_generated_file",
     "write_generated_volume",
     "write_sidecar",
 ]
