@@ -339,6 +339,9 @@ class GenSegTrainer:
             dropout and batch norm in S: the finite differences assume a deterministic, differentiable S.
         config: :class:`GenSegConfig`.
         device: torch device.
+        syn_transform: optional differentiable ``(B, 1, *S) -> (B, 1, *S)`` map applied to every synthetic batch
+            before the segmenter (e.g. :func:`~medgen_core.transforms.seg_augment.intensity_jitter`), drawn once
+            per outer step so the finite differences see the same batch.
 
     Example::
 
@@ -351,8 +354,10 @@ class GenSegTrainer:
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, segmenter: nn.Module | None,
-                 config: GenSegConfig | None = None, device: str | torch.device = "cpu") -> None:
+                 config: GenSegConfig | None = None, device: str | torch.device = "cpu",
+                 syn_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.config = cfg = GenSegConfig() if config is None else config
+        self.syn_transform = syn_transform
         self.device = torch.device(device)
         has_arch = hasattr(generator, "arch_parameters")
         if cfg.upper_params == "arch" and not (has_arch and list(generator.arch_parameters())):
@@ -407,17 +412,26 @@ class GenSegTrainer:
         """``G(one_hot(labels))`` ``(B, 1, *S)`` in [-1, 1], with the graph to G."""
         return self.generator(labels_to_onehot(labels, self.config.num_classes))
 
-    def outer_step(self, train_batch: dict[str, torch.Tensor], val_batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One GenSeg outer step (module docstring I-III); returns the losses and the hypergradient norm."""
+    def outer_step(self, train_batch: dict[str, torch.Tensor], val_batch: dict[str, torch.Tensor],
+                   gan_batch: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """One GenSeg outer step (module docstring I-III); returns the losses and the hypergradient norm.
+
+        ``train_batch`` feeds the segmenter (it may be classically augmented); ``gan_batch`` (default: the same)
+        feeds the Pix2Pix step and, through :func:`mask_augment`, the synthetic masks.
+        """
         cfg = self.config
         x, m = self._batch(train_batch, "train")
         x_val, m_val = self._batch(val_batch, "val")
+        x_gan, m_gan = (x, m) if gan_batch is None else self._batch(gan_batch, "gan")
         # I. Pix2Pix on the real pairs; alpha fixed (only W and D are stepped)
         stats = pix2pix_step(self.generator, self.discriminator, self.opt_g, self.opt_d,
-                             labels_to_onehot(m, cfg.num_classes), x, self.adversarial, cfg.lambda_l1, self.weight_params)
+                             labels_to_onehot(m_gan, cfg.num_classes), x_gan, self.adversarial, cfg.lambda_l1,
+                             self.weight_params)
         # II. segmenter loss on real + synthetic pairs; x_syn keeps its graph to W and alpha (no detach)
-        m_syn = mask_augment(m, self.rng, cfg.augment)
+        m_syn = mask_augment(m_gan, self.rng, cfg.augment)
         x_syn = self.synthesize(m_syn) if cfg.lambda_syn > 0 else None
+        if x_syn is not None and self.syn_transform is not None:
+            x_syn = self.syn_transform(x_syn)
         l_tr, l_real, l_syn = segmentation_train_loss(self.segmenter, x, m, x_syn, m_syn, self.seg_loss, cfg.lambda_syn)
         g = _grads(l_tr, self.seg_params)  # frees S's graph only; x_syn's graph to G stays for step III
         # III. hypergradient at the current theta (before it moves): look-ahead theta' = theta - xi g
