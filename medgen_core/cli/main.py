@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "medgen_core.cli.augment_cmd",
     "medgen_core.cli.genseg_cmd",
     "medgen_core.cli.lab_cmd",
+    "medgen_core.cli.cvae_cmd",
     "medgen_core.cli.provenance_cmd",
     "medgen_core.cli.bundle_cmd",
 )

@@ -54,6 +54,7 @@ class SignalCVAE(nn.Module):
     """
 
     __jit_unused_properties__ = ["joint_generation"]
+    __jit_ignored_attributes__ = ["_hyperparameters"]
 
     def __init__(self, signal_length: int = 200, num_static: int = 6, num_peaks: int = 6, latent_dim: int = 16,
                  channels: Tuple[int, int, int] = (16, 32, 64), hidden: int = 256, joint_generation: bool = True) -> None:
@@ -65,6 +66,8 @@ class SignalCVAE(nn.Module):
         self.signal_length, self.num_static, self.num_peaks, self.latent_dim = signal_length, num_static, num_peaks, latent_dim
         self._joint_generation = bool(joint_generation)
         c1, c2, c3 = (int(c) for c in channels)
+        self._hyperparameters = {"signal_length": signal_length, "num_static": num_static, "num_peaks": num_peaks,
+                                 "latent_dim": latent_dim, "channels": [c1, c2, c3], "hidden": hidden}
         self.bottom = signal_length // 8
         self.bottom_channels = c3
 
@@ -104,6 +107,10 @@ class SignalCVAE(nn.Module):
     @joint_generation.setter
     def joint_generation(self, value: bool) -> None:
         self._joint_generation = bool(value)
+
+    def hyperparameters(self) -> dict:
+        """The constructor arguments (JSON-serialisable), mode included: ``SignalCVAE(**net.hyperparameters())`` rebuilds it."""
+        return {**self._hyperparameters, "joint_generation": self._joint_generation}
 
     # -- normalisation ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -202,7 +202,7 @@ class CVAETrainer:
     # -- steps --------------------------------------------------------------------------------------
     def _lr(self, progress: float) -> float:
         c = self.config
-        return c.lr * (0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(progress, 1.0))))
+        return float(c.lr * (0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(progress, 1.0)))))
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over this rank's shuffled records; returns the mean loss terms."""
