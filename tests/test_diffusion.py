@@ -127,10 +127,12 @@ def test_trainer_validation(tmp_path: Path, images: torch.Tensor) -> None:
 
 # -- sampler ----------------------------------------------------------------------------------------
 class _Oracle(nn.Module):
-    """The exact noise predictor for a data set of one image: ``eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)``."""
+    """The exact predictor for a data set of one image: ``eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)``, or
+    ``v = sqrt(a_t) eps - sqrt(1 - a_t) x0``, or ``x0`` itself, as ``prediction_type`` says."""
 
-    def __init__(self, target: torch.Tensor) -> None:
+    def __init__(self, target: torch.Tensor, prediction_type: str = "epsilon") -> None:
         super().__init__()
+        self.prediction_type = prediction_type
         self.in_channels = self.out_channels = 4
         self.num_class_embeds = 3
         self.register_buffer("x0", F.pixel_unshuffle(target * 2 - 1, 2))
@@ -138,13 +140,17 @@ class _Oracle(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         a = self.abar[timesteps].view(-1, 1, 1, 1)
-        return (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+        eps = (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+        if self.prediction_type == "v_prediction":
+            return a.sqrt() * eps - (1 - a).sqrt() * self.x0
+        return self.x0.expand_as(x) if self.prediction_type == "sample" else eps
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("steps", [1, 7, 10])
-def test_ddim_with_an_exact_noise_predictor_returns_the_data(steps: int) -> None:
+def test_ddim_with_an_exact_predictor_returns_the_data(steps: int, prediction_type: str) -> None:
     target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    sampler = DiffusionSampler(_Oracle(target), image_size=(16, 16), bf16=False)
+    sampler = DiffusionSampler(_Oracle(target, prediction_type), image_size=(16, 16), bf16=False, prediction_type=prediction_type)
     out = sampler.sample(3, torch.tensor([0, 1, 0]), steps=steps, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
     assert (out - target).abs().max() < 1e-4
     varied = sampler.vary(torch.rand(2, 1, 16, 16), 0.5, steps=steps, generator=torch.Generator().manual_seed(1))
@@ -305,3 +311,27 @@ def test_bundle_trains_with_torchrun_on_two_cpu_processes(tmp_path: Path) -> Non
     rank0, rank1 = set(shards["shards"]["0"]), set(shards["shards"]["1"])
     assert shards["world_size"] == 2 and len(rank0) == len(rank1) == 5 and not rank0 & rank1
     assert [int(r["iteration"]) for r in _rows(out / "train_log.csv")] == [2]  # rank 0 alone writes
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_trainer_regresses_the_configured_target(tmp_path: Path, images: torch.Tensor, prediction_type: str) -> None:
+    """The loss of one step equals the MSE between the network output and v (or x0), recomputed by hand."""
+    trainer = DiffusionTrainer(_net(), images, torch.zeros(6, dtype=torch.long), _config(prediction_type=prediction_type, p_uncond=0.0, flip=False,
+                                                                                        bf16=False, ema_decay=0.0), tmp_path)
+    state = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    g_state = trainer.g.get_state()
+    loss = trainer.train_step()["loss"]
+    trainer.net.load_state_dict(state)
+    trainer.g.set_state(g_state)
+    x, labels = trainer.make_batch()
+    noise = torch.randn(x.shape, generator=trainer.g)
+    t = torch.randint(trainer.config.num_train_timesteps, (x.shape[0],), generator=trainer.g)
+    a = trainer.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    target = a.sqrt() * noise - (1 - a).sqrt() * x if prediction_type == "v_prediction" else x
+    with torch.no_grad():
+        pred = trainer.net(a.sqrt() * x + (1 - a).sqrt() * noise, t, class_labels=labels)
+    assert loss == pytest.approx(float(F.mse_loss(pred, target)), rel=1e-4)
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        DiffusionTrainingConfig(prediction_type="noise")
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        DiffusionSampler(_net(), image_size=(16, 16), prediction_type="x0")

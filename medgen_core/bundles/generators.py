@@ -119,7 +119,8 @@ class DiffusionBundleBackend(GeneratorBackend):
         self.class_names = [str(c) for c in value("class_names", [])]
         size = value("image_size", [128, 128])
         self.sampler = DiffusionSampler(self.network, num_train_timesteps=int(value("num_train_timesteps", 1000)),
-                                        image_size=tuple(int(s) for s in size), num_classes=len(self.class_names) or None)
+                                        image_size=tuple(int(s) for s in size), num_classes=len(self.class_names) or None,
+                                        prediction_type=str(value("prediction_type", "epsilon")))
         super().__init__(_identity(bundle_dir, entry, "monai_diffusion"), torch.device(device))
         self.identity.extra["class_names"] = self.class_names
 

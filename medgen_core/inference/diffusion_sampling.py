@@ -67,6 +67,9 @@ class DiffusionSampler:
             always stays in float32).
         batch_size: slices per network call (guidance doubles the batch inside a call).
         channels_last: use the ``channels_last`` memory format (faster convolutions with oneDNN / cuDNN).
+        prediction_type: the network's training target, ``"epsilon"``, ``"v_prediction"`` or ``"sample"``
+            (:class:`~medgen_core.training.diffusion.DiffusionTrainingConfig`); classifier-free guidance
+            combines the outputs linearly whichever it is.
     """
 
     def __init__(
@@ -79,8 +82,13 @@ class DiffusionSampler:
         bf16: bool | None = None,
         batch_size: int = 16,
         channels_last: bool = True,
+        prediction_type: str = "epsilon",
     ) -> None:
-        from medgen_core.training.diffusion import null_class_id, space_to_depth_factor
+        from medgen_core.training.diffusion import PREDICTION_TYPES, null_class_id, space_to_depth_factor
+
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"DiffusionSampler: prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+        self.prediction_type = prediction_type
 
         self.factor = space_to_depth_factor(network)
         embeds = getattr(network, "num_class_embeds", None)
@@ -110,7 +118,8 @@ class DiffusionSampler:
         self.network = network.to(self.device).eval()
         if channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
-        self.scheduler = DDIMScheduler(num_train_timesteps=self.num_train_timesteps, clip_sample=True, set_alpha_to_one=True)
+        self.scheduler = DDIMScheduler(num_train_timesteps=self.num_train_timesteps, clip_sample=True, set_alpha_to_one=True,
+                                       prediction_type=prediction_type)
 
     # -- validation -------------------------------------------------------------------------------
     def _labels(self, class_ids: torch.Tensor | Sequence[int] | None, n: int) -> torch.Tensor | None:

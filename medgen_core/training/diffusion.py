@@ -50,6 +50,9 @@ __all__ = ["DiffusionTrainer", "DiffusionTrainingConfig", "null_class_id", "spac
 
 logger = logging.getLogger(__name__)
 
+#: Regression targets supported by MONAI's DDPM/DDIM schedulers.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
 
 @dataclass
 class DiffusionTrainingConfig:
@@ -71,6 +74,10 @@ class DiffusionTrainingConfig:
         seed: random seed (batches, timesteps, noise, label dropping).
         bf16: run forward/backward under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16 / AMX
             and on GPUs); the loss stays in float32.
+        prediction_type: what the network regresses: ``"epsilon"`` (the noise), ``"v_prediction"``
+            (``v = sqrt(a_t) eps - sqrt(1 - a_t) x0``, Salimans and Ho 2022) or ``"sample"`` (``x0``). With few
+            DDIM steps and little data, v-prediction learns the clean image at high noise levels, where an
+            epsilon network's implied ``x0`` is unreliable (its error is amplified by ``1 / sqrt(a_t)``).
     """
 
     iterations: int = 3000
@@ -86,8 +93,11 @@ class DiffusionTrainingConfig:
     checkpoint_every: int = 250
     seed: int = 0
     bf16: bool = True
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"DiffusionTrainingConfig: prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}.")
         if self.iterations < 0 or self.batch_size < 1:
             raise ValueError(f"DiffusionTrainingConfig: iterations must be >= 0 and batch_size >= 1, got {self.iterations} and {self.batch_size}.")
         if self.num_train_timesteps < 2:
@@ -187,7 +197,7 @@ class DiffusionTrainer:
             images = images[self.slice_indices]
             class_labels = class_labels[self.slice_indices] if class_labels is not None else None
         self.images, self.class_labels = images.float().contiguous(), class_labels
-        self.scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps)
+        self.scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, prediction_type=config.prediction_type)
         self.inferer = DiffusionInferer(self.scheduler)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False) if config.ema_decay > 0 else None
@@ -270,7 +280,7 @@ class DiffusionTrainer:
             e.copy_(b)
 
     def train_step(self) -> dict[str, float]:
-        """One DDPM step: noise a batch at random timesteps and regress the noise (MSE)."""
+        """One DDPM step: noise a batch at random timesteps and regress the target (noise, v or x0; MSE)."""
         lr = self._set_lr()
         x, labels = self.make_batch()
         noise = torch.randn(x.shape, generator=self.g).to(self.device)
@@ -278,7 +288,13 @@ class DiffusionTrainer:
         model = partial(self.model, class_labels=labels) if labels is not None else self.model
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             pred = self.inferer(inputs=x, diffusion_model=model, noise=noise, timesteps=timesteps)
-        loss = F.mse_loss(pred.float(), noise)
+        if self.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(x, noise, timesteps)
+        elif self.config.prediction_type == "sample":
+            target = x
+        else:
+            target = noise
+        loss = F.mse_loss(pred.float(), target.float())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -316,7 +332,7 @@ class DiffusionTrainer:
         if self.is_main:
             atomic_torch_save(self.export_state(), model_path)
             if self.log is not None and self.log.read()["iteration"]:
-                plot_curves(self.log, self.output_dir / "loss_curve.png", title="DDPM noise-prediction MSE")
+                plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"DDPM training MSE ({self.config.prediction_type} target)")
         if self.distributed:
             dist.barrier()
         return model_path
