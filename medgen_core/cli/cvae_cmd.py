@@ -168,7 +168,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medgen_core.evaluation.signal_metrics import calibration, mmd_report, plot_calibration, plot_signals, reconstruction_errors
+    from medgen_core.evaluation.signal_metrics import (calibration, mmd_report, peak_errors, plot_calibration, plot_signals,
+                                                        reconstruction_errors)
     from medgen_core.inference.cvae_sampling import sample_joint, sample_legacy
     from medgen_core.training.cvae import normalized_tensors
 
@@ -183,10 +184,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     with torch.no_grad():
         t = normalized_tensors(net, heldout, next(net.parameters()).device)
         mu, _ = net.encode(t["signal"], t["static"])
-        sig, stat, _, _ = net.decode(mu, t["static"])
-        recon_signal, recon_static, _ = net.denormalize(sig, stat, stat[:, :0])
-    report["reconstruction"] = reconstruction_errors(heldout.signals, recon_signal.cpu().numpy(), heldout.static,
-                                                     recon_static.cpu().numpy(), STATIC_NAMES)
+        sig, stat, peaks, logits = net.decode(mu, t["static"])
+        recon_signal, recon_static, recon_peaks = (v.cpu().numpy() for v in net.denormalize(sig, stat, peaks))
+    report["reconstruction"] = reconstruction_errors(heldout.signals, recon_signal, heldout.static, recon_static, STATIC_NAMES)
+    if heldout.peaks is not None and net.num_peaks:
+        present = torch.sigmoid(logits).cpu().numpy() >= 0.5
+        report["peaks_from_posterior_mean"] = peak_errors(recon_peaks, present, heldout.peaks, heldout.peak_mask, PEAK_NAMES)
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.mode == "joint":
         plot_calibration(heldout.static, gen.static, STATIC_NAMES, args.out / "calibration.png", "static parameters: held-out vs generated")

@@ -1,13 +1,14 @@
 """Sampling a trained :class:`~medgen_core.networks.cvae.SignalCVAE`.
 
-* **joint**: ``z ~ N(0, I)``, decode signal, static parameters and peaks together (no inputs);
-* **legacy**: given static parameters ``(M, S)``, ``n`` samples each (``z ~ N(0, I)``, decoder
+* **joint**: ``z`` from the latent prior (the fitted Gaussian mixture by default, or ``N(0, I)``), decode signal, static parameters and peaks together (no inputs);
+* **legacy**: given static parameters ``(M, S)``, ``n`` samples each (``z`` likewise, decoder
   conditioned on the parameters, which are returned unchanged).
 
 By default a sample is drawn from the network's full generative model: the decoder mean plus its
 fitted observation noise (stationary coloured Gaussian for the signal, Gaussian per static parameter
 and peak); ``observation_noise=False`` returns the decoder means. Static parameters are clipped to
-the training range; a peak is present where its presence probability is >= 0.5 (else NaN, masked).
+the training range and discrete ones (at most 16 distinct training values, e.g. sex, stimulus
+intensity and rate) are moved to the nearest training level (a quantised likelihood); a peak is present where its presence probability is >= 0.5 (else NaN, masked).
 All randomness comes from one ``torch.Generator``, so a seed gives the same samples.
 """
 
@@ -43,7 +44,7 @@ def _decode(network: SignalCVAE, z: torch.Tensor, static_n: torch.Tensor | None,
         peaks = peaks + (torch.randn(peaks.shape, generator=generator) * network.peak_noise_std[: network.num_peaks].cpu()).to(device)
     signal, static, peak_values = network.denormalize(sig, stat, peaks)
     if network.joint_generation:
-        static = torch.maximum(torch.minimum(static, network.static_max), network.static_min)
+        static = network.snap_static(torch.maximum(torch.minimum(static, network.static_max), network.static_min))
     signal, static, peak_values, logits = signal.cpu(), static.cpu(), peak_values.cpu(), logits.cpu()
     if network.num_peaks == 0:
         return ABRDataset(signal.numpy(), static.numpy())
@@ -51,19 +52,21 @@ def _decode(network: SignalCVAE, z: torch.Tensor, static_n: torch.Tensor | None,
     return ABRDataset(signal.numpy(), static.numpy(), torch.where(mask, peak_values, torch.nan).numpy(), mask.numpy())
 
 
-def sample_joint(network: SignalCVAE, n: int, seed: int = 0, observation_noise: bool = True) -> ABRDataset:
-    """``n`` records (signal, static parameters, peaks) generated from noise by a joint-mode network."""
+def sample_joint(network: SignalCVAE, n: int, seed: int = 0, observation_noise: bool = True, fitted_prior: bool = True) -> ABRDataset:
+    """``n`` records (signal, static parameters, peaks) generated from noise by a joint-mode network
+    (``z`` from the fitted latent mixture, or ``N(0, I)`` with ``fitted_prior=False``)."""
     if not network.joint_generation:
         raise ValueError("sample_joint: the network is in legacy mode (joint_generation=False); use sample_legacy with static parameters")
     if n < 1:
         raise ValueError(f"sample_joint: n must be >= 1, got {n}")
     network.eval()
     g = torch.Generator().manual_seed(int(seed))
-    z = torch.randn((n, network.latent_dim), generator=g)
+    z = network.sample_latent(n, g, fitted_prior)
     return _decode(network, z, None, g, observation_noise)
 
 
-def sample_legacy(network: SignalCVAE, static: np.ndarray, n: int = 1, seed: int = 0, observation_noise: bool = True) -> ABRDataset:
+def sample_legacy(network: SignalCVAE, static: np.ndarray, n: int = 1, seed: int = 0, observation_noise: bool = True,
+                  fitted_prior: bool = True) -> ABRDataset:
     """``n`` records for each row of ``static`` (M, S) (physical units), M * n rows in all (row-major:
     all samples of the first parameter set first); the static output equals the input."""
     if network.joint_generation:
@@ -78,7 +81,7 @@ def sample_legacy(network: SignalCVAE, static: np.ndarray, n: int = 1, seed: int
     network.eval()
     g = torch.Generator().manual_seed(int(seed))
     given = torch.as_tensor(np.repeat(static, n, axis=0))
-    z = torch.randn((given.shape[0], network.latent_dim), generator=g)
+    z = network.sample_latent(given.shape[0], g, fitted_prior)
     with torch.no_grad():
         static_n = network.normalize_static(given.to(next(network.parameters()).device))
     out = _decode(network, z, static_n, g, observation_noise)

@@ -15,6 +15,11 @@ used (the given parameters are passed through). Both modes have the same paramet
 :attr:`SignalCVAE.joint_generation` setter switches a network between them (a network trained in one
 mode should be sampled in that mode).
 
+Sampling ``z``: the standard normal prior, or (default after training) a Gaussian mixture fitted to
+the aggregate posterior of the training set, stored in buffers ("ex-post density estimation", Ghosh et
+al., *From Variational to Deterministic Autoencoders*, ICLR 2020), which removes the prior "holes" of a
+VAE trained with a small KL weight.
+
 Units: the network stores the data normalisation as buffers (:meth:`SignalCVAE.set_normalization`),
 so :meth:`SignalCVAE.forward`, :meth:`SignalCVAE.pack` and the samplers work in physical units
 (microvolts, years, dB ...), while :meth:`encode`/:meth:`decode` work on normalised tensors. The
@@ -54,6 +59,8 @@ class SignalCVAE(nn.Module):
     """
 
     __jit_unused_properties__ = ["joint_generation"]
+    MAX_LEVELS = 16
+    MAX_PRIOR_COMPONENTS = 16
     __jit_ignored_attributes__ = ["_hyperparameters"]
 
     def __init__(self, signal_length: int = 200, num_static: int = 6, num_peaks: int = 6, latent_dim: int = 16,
@@ -94,6 +101,14 @@ class SignalCVAE(nn.Module):
         self.register_buffer("static_max", torch.full((num_static,), 1e9))
         self.register_buffer("peak_mean", torch.zeros(max(num_peaks, 1)))
         self.register_buffer("peak_std", torch.ones(max(num_peaks, 1)))
+        # discrete static parameters (at most MAX_LEVELS distinct training values): their levels, NaN-padded
+        self.register_buffer("static_levels", torch.full((num_static, self.MAX_LEVELS), float("nan")))
+        # latent sampling distribution: a Gaussian mixture (weights, means, Cholesky factors); N(0, I) until fitted
+        weights = torch.zeros(self.MAX_PRIOR_COMPONENTS)
+        weights[0] = 1.0
+        self.register_buffer("prior_weights", weights)
+        self.register_buffer("prior_means", torch.zeros(self.MAX_PRIOR_COMPONENTS, latent_dim))
+        self.register_buffer("prior_chol", torch.eye(latent_dim).repeat(self.MAX_PRIOR_COMPONENTS, 1, 1))
         self.register_buffer("signal_noise_spectrum", torch.zeros(signal_length // 2 + 1))
         self.register_buffer("static_noise_std", torch.zeros(num_static))
         self.register_buffer("peak_noise_std", torch.zeros(max(num_peaks, 1)))
@@ -124,6 +139,11 @@ class SignalCVAE(nn.Module):
         self.static_std.copy_(static.std(0).clamp_min(1e-6))
         self.static_min.copy_(static.min(0).values)
         self.static_max.copy_(static.max(0).values)
+        self.static_levels.fill_(float("nan"))
+        for j in range(self.num_static):
+            levels = torch.unique(static[:, j])
+            if levels.numel() <= self.MAX_LEVELS:
+                self.static_levels[j, : levels.numel()] = levels
         if self.num_peaks and peaks is not None and peak_mask is not None:
             mask = peak_mask.bool()
             values = torch.where(mask, peaks.float(), torch.zeros_like(peaks, dtype=torch.float32))
@@ -132,6 +152,15 @@ class SignalCVAE(nn.Module):
             var = (torch.where(mask, values - mean, torch.zeros_like(values)) ** 2).sum(0) / count
             self.peak_mean.copy_(mean)
             self.peak_std.copy_(var.sqrt().clamp_min(1e-6))
+
+    def snap_static(self, static: torch.Tensor) -> torch.Tensor:
+        """Static parameters (B, S), physical units, with every discrete column moved to its nearest training level."""
+        out = static.clone()
+        for j in range(self.num_static):
+            levels = self.static_levels[j][torch.isfinite(self.static_levels[j])]
+            if levels.numel() > 0:
+                out[:, j] = levels[(static[:, j : j + 1] - levels[None, :]).abs().argmin(dim=1)]
+        return out
 
     def normalize_signal(self, signal: torch.Tensor) -> torch.Tensor:
         return signal / self.signal_scale
@@ -179,6 +208,15 @@ class SignalCVAE(nn.Module):
         else:
             values = logits = h.new_zeros((h.shape[0], 0))
         return signal, static_out, values, logits
+
+    def sample_latent(self, n: int, generator: torch.Generator, fitted_prior: bool = True) -> torch.Tensor:
+        """``(n, latent_dim)`` latents: from the fitted Gaussian-mixture prior (ex-post density estimate of the
+        aggregate posterior, see :func:`medgen_core.training.cvae.fit_latent_prior`) or from ``N(0, I)``; CPU."""
+        eps = torch.randn((n, self.latent_dim), generator=generator)
+        if not fitted_prior:
+            return eps
+        k = torch.multinomial(self.prior_weights.cpu(), n, replacement=True, generator=generator)
+        return self.prior_means.cpu()[k] + torch.einsum("nij,nj->ni", self.prior_chol.cpu()[k], eps)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)

@@ -5,7 +5,8 @@ peak loss (:func:`medgen_core.losses.cvae.cvae_loss`), with beta warmed up linea
 (:class:`~medgen_core.losses.cvae.BetaWarmup`, per epoch, fractional within an epoch). Before training
 the network's normalisation buffers are fitted on the training set; after training its observation
 model (residual spectrum of the signal, residual sd of static parameters and peaks, on the training
-set's posterior means) is fitted, so samples from the prior carry realistic noise.
+set's posterior means) is fitted, so samples carry realistic noise, and so is the latent sampling prior
+(a Gaussian mixture on the training set's aggregate posterior, :func:`fit_latent_prior`).
 
 Outputs in ``output_dir``: ``model.pt`` (``state_dict``, CPU tensors), ``checkpoint.pt`` (resumable:
 network, optimiser, epoch; read with ``weights_only=True``), ``train_log.csv`` (epoch, loss terms, beta,
@@ -32,7 +33,7 @@ from medgen_core.networks.cvae import SignalCVAE
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
 from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
 
-__all__ = ["CVAETrainer", "CVAETrainingConfig", "fit_observation_model", "normalized_tensors"]
+__all__ = ["CVAETrainer", "CVAETrainingConfig", "fit_latent_prior", "fit_observation_model", "normalized_tensors"]
 
 logger = logging.getLogger(__name__)
 _TERMS = ("loss", "signal_mse", "static_mse", "kl", "peak_mse", "presence_bce")
@@ -50,6 +51,8 @@ class CVAETrainingConfig:
         static_weight, peak_weight, presence_weight: loss weights (:class:`CVAELossWeights`).
         weight_decay: AdamW weight decay.
         checkpoint_every: epochs between resumable checkpoints.
+        prior_components: Gaussian-mixture components of the latent sampling prior fitted after training
+            (:func:`fit_latent_prior`); 0 keeps ``N(0, I)``.
         seed: random seed (shuffling, posterior samples).
     """
 
@@ -63,6 +66,7 @@ class CVAETrainingConfig:
     presence_weight: float = 0.1
     weight_decay: float = 1e-4
     checkpoint_every: int = 5
+    prior_components: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +114,40 @@ def fit_observation_model(network: SignalCVAE, data: ABRDataset, batch_size: int
     network.static_noise_std.copy_((static_sq / n).sqrt() if network.joint_generation else torch.zeros_like(static_sq))
     if network.num_peaks:
         network.peak_noise_std[: network.num_peaks].copy_((peak_sq / peak_n.clamp_min(1)).sqrt())
+    network.train(was_training)
+
+
+@torch.no_grad()
+def fit_latent_prior(network: SignalCVAE, data: ABRDataset, components: int = 10, seed: int = 0) -> None:
+    """Fit the network's latent sampling prior to the aggregate posterior of ``data``: a full-covariance
+    Gaussian mixture (scikit-learn ``GaussianMixture``, ``components`` <= 16) on one posterior sample per
+    record. Without scikit-learn, one full-covariance Gaussian (mean and covariance of the samples)."""
+    if components < 1:
+        return
+    if components > network.MAX_PRIOR_COMPONENTS:
+        raise ValueError(f"fit_latent_prior: at most {network.MAX_PRIOR_COMPONENTS} components, got {components}")
+    was_training = network.training
+    network.eval()
+    device = next(network.parameters()).device
+    t = normalized_tensors(network, data, device)
+    mu, logvar = network.encode(t["signal"], t["static"])
+    g = torch.Generator().manual_seed(seed)
+    z = (mu.cpu() + torch.randn(mu.shape, generator=g) * torch.exp(0.5 * logvar.cpu())).double().numpy()
+    dim = z.shape[1]
+    try:
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(min(components, max(z.shape[0] // (2 * dim), 1)), covariance_type="full", reg_covar=1e-4, random_state=seed).fit(z)
+        weights, means, covs = gm.weights_, gm.means_, gm.covariances_
+    except ImportError:
+        weights, means, covs = np.ones(1), z.mean(0, keepdims=True), np.cov(z, rowvar=False)[None] + 1e-4 * np.eye(dim)
+    k = len(weights)
+    network.prior_weights.zero_()
+    network.prior_weights[:k] = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
+    network.prior_means.zero_()
+    network.prior_means[:k] = torch.as_tensor(means, dtype=torch.float32)
+    network.prior_chol.copy_(torch.eye(dim).repeat(network.MAX_PRIOR_COMPONENTS, 1, 1))
+    network.prior_chol[:k] = torch.linalg.cholesky(torch.as_tensor(covs, dtype=torch.float64)).float()
     network.train(was_training)
 
 
@@ -269,6 +307,7 @@ class CVAETrainer:
                     self.save_checkpoint()
         self.net.eval()
         fit_observation_model(self.net, self.full_train)
+        fit_latent_prior(self.net, self.full_train, c.prior_components, c.seed)
         model_path = self.output_dir / "model.pt"
         if self.is_main:
             atomic_torch_save(self.export_state(), model_path)

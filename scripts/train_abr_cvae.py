@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Re-train the weights shipped in monai_bundles/abr_joint_cvae (signal CVAE for simulated ABRs), CPU or GPU.
+
+Runs the bundle's own ``configs/train.json`` through MONAI's ConfigParser once per mode (``joint`` ->
+``models/model.pt``, ``legacy`` -> ``models/model_legacy.pt``), with checkpoints in ``--runs-dir/<mode>``
+so an interrupted run resumes, copies the weights into the bundle, records their sha256 in
+``configs/metadata.json`` (``medgen.variants``) with a training note, and copies the loss curves into
+``docs/``. The training data are simulated by :mod:`medgen_core.data.abr_simulator` (train seed 0,
+validation seed 1; the evaluation script holds out seed 2).
+
+    OMP_NUM_THREADS=1 python scripts/train_abr_cvae.py                  # both modes, the shipped schedule
+    python scripts/train_abr_cvae.py --modes joint --epochs 2 --runs-dir /tmp/abr_smoke --no-install   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from medgen_core.provenance import sha256_file
+
+BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "abr_joint_cvae"
+FILES = {"joint": "models/model.pt", "legacy": "models/model_legacy.pt"}
+
+
+def _epochs(out: Path) -> int:
+    ckpt = out / "checkpoint.pt"
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) if ckpt.exists() else 0
+
+
+def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> tuple[Path, float, int, dict]:
+    """Run ``train.json`` in ``mode``; returns ``(model.pt, seconds, total epochs, settings)``."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "train.json")
+    out = runs_dir / mode
+    overrides: dict = {"bundle_root": str(BUNDLE), "output_dir": str(out), "mode": mode}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if device:
+        overrides["device"] = f"$torch.device('{device}')"
+    parser.update(overrides)
+    parser.get_parsed_content("initialize")
+    t0 = time.time()
+    model_path = Path(parser.get_parsed_content("trainer").run())
+    settings = {k: parser.get_parsed_content(k) for k in ("num_train", "num_val", "batch_size", "seed")}
+    settings.update({k: parser.get_parsed_content(f"train_config#{k}") for k in ("lr", "max_beta", "warmup_epochs", "prior_components")})
+    return model_path, time.time() - t0, _epochs(out), settings
+
+
+def install(mode: str, model_path: Path, note: dict) -> Path:
+    """Copy the weights to the mode's file and record its sha256 and the training note in the metadata."""
+    meta_path = BUNDLE / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    entry = meta["medgen"]["variants"][mode]
+    target = BUNDLE / entry["file"]
+    shutil.copyfile(model_path, target)
+    entry["sha256"] = sha256_file(target)
+    meta["medgen"].setdefault("training", {})[mode] = note
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    for name in ("loss_curve.png", "train_log.csv"):
+        if (model_path.parent / name).is_file():
+            shutil.copyfile(model_path.parent / name, BUNDLE / "docs" / f"{mode}_{name}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modes", nargs="+", choices=tuple(FILES), default=list(FILES))
+    ap.add_argument("--epochs", type=int, default=None, help="override train.json's epochs")
+    ap.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    ap.add_argument("--runs-dir", type=Path, default=BUNDLE / "runs", help="checkpoints and logs (resumable)")
+    ap.add_argument("--no-install", action="store_true", help="do not copy weights into the bundle")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for mode in args.modes:
+        model_path, seconds, total, settings = train(mode, args.runs_dir, args.epochs, args.device)
+        print(f"abr cvae {mode}: {total} epochs, {seconds:.0f} s in this call -> {model_path}", flush=True)
+        if not args.no_install:
+            device = str(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            note = {"epochs": total, **settings, "seconds_this_call": round(seconds, 1), "device": device, "threads": torch.get_num_threads()}
+            target = install(mode, model_path, note)
+            print(f"abr cvae {mode}: installed {target}, sha256 recorded in configs/metadata.json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
