@@ -215,14 +215,15 @@ def frozen_synthesizer(generator: nn.Module, num_classes: int) -> Callable[[torc
 def train_genseg(segmenter: nn.Module, generator: nn.Module, discriminator: nn.Module, image01: torch.Tensor,
                  label: torch.Tensor, val_image01: torch.Tensor, val_label: torch.Tensor, budget: SegBudget,
                  config: GenSegConfig, augment: ClassicSegAugment | None = None, seed: int = 0,
-                 desc: str = "genseg") -> dict:
+                 desc: str = "genseg", on_step: Callable[[int], None] | None = None) -> dict:
     """GenSeg end to end: ``budget.steps`` outer steps of :class:`GenSegTrainer` (generator, discriminator,
     segmenter and the generator's architecture trained together; ``generator`` and ``discriminator`` are changed
     in place, typically after :func:`pretrain_searchable_generator`).
 
     The segmenter's real batch gets ``augment`` (as in :func:`train_segmenter`); the Pix2Pix step and the
     synthetic masks use the un-augmented pairs; synthetic images get :func:`intensity_jitter` (differentiable).
-    The validation pairs drive both the upper level and the model selection.
+    The validation pairs drive both the upper level and the model selection. ``on_step(step)`` runs after every
+    outer step (e.g. parameter averaging across ranks).
 
     Returns:
         ``{"best_val_loss", "val_history", "train_loss", "arch_weights", "derived_kernels", "hypergrad_norm"}``.
@@ -239,6 +240,8 @@ def train_genseg(segmenter: nn.Module, generator: nn.Module, discriminator: nn.M
         stats = trainer.outer_step({"image": _scaled(xa), "label": ma}, val, gan_batch={"image": _scaled(x), "label": m})
         losses.append(stats["seg_total"])
         hyper.append(stats["arch_hypergrad_norm"])
+        if on_step is not None:
+            on_step(step)
         if step % budget.eval_every == 0 or step == budget.steps:
             selector.check(step)
     result = {**selector.restore(), "train_loss": losses, "hypergrad_norm": hyper}
