@@ -87,11 +87,11 @@ class GenSegBenchmarkConfig:
     draws: int = 5
     seed: int = 0
     methods: tuple[str, ...] = METHODS
-    steps: int = 1000
+    steps: int = 400
     batch_size: int = 4
     lr: float = 1e-3
     eval_every: int = 50
-    pretrain_steps: int = 1000
+    pretrain_steps: int = 800
     segmenter: str = "unet"
     channels: tuple[int, ...] = (16, 32, 64, 128)
     lambda_syn: float = 1.0
