@@ -270,3 +270,30 @@ def test_cli_mix_refuses_models_that_do_not_fit(sweep_dir: Path, tmp_path: Path,
     # the same file read with the wrong latent size: the weights do not fit, said clearly
     assert main(["lab", "mix", "--out", str(tmp_path), "--decoder", str(sweep_dir / "latent_8" / "model.pt")]) == 2
     assert "does not fit the autoencoder (latent_size 32" in capsys.readouterr().err
+
+
+def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+    import csv
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    bundle = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_autoencoder"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+           "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
+           "--meta_file", "configs/metadata.json", "--bundle_root", ".", "--iterations", "2", "--batch_size", "2", "--output_dir", str(out)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    ConditionalAutoencoder(2, 1, 64, (16, 32, 64, 64), latent_size=32, num_classes=4, conditioning="film").load_state_dict(state, strict=True)
+    shards = json.loads((out / "data_shards.json").read_text())
+    rank0, rank1 = set(shards["shards"]["0"]), set(shards["shards"]["1"])
+    assert shards["world_size"] == 2 and rank0 and rank1 and not rank0 & rank1
+    with open(out / "train_log.csv", newline="") as f:  # rank 0 alone writes
+        assert [int(r["iteration"]) for r in csv.DictReader(f)] == [2]

@@ -84,7 +84,10 @@ class _ClassCode(nn.Module):
         self.num_classes = num_classes
         self.use_embedding = conditioning == "embedding"
         self.dim = {"onehot": num_classes, "embedding": embedding_dim, "film": 0}[conditioning]
-        self.embedding = nn.Parameter(torch.randn(num_classes + 1, embedding_dim) if self.use_embedding else torch.zeros(0))
+        if self.use_embedding:
+            self.embedding = nn.Parameter(torch.randn(num_classes + 1, embedding_dim))
+        else:  # a buffer, not a parameter: DDP refuses parameters that never receive a gradient
+            self.register_buffer("embedding", torch.zeros(0))
 
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
         if self.use_embedding:
