@@ -161,6 +161,26 @@ def test_cli_benchmark_writes_outputs_and_refuses_bad_args(tmp_path, capsys) -> 
     assert (out / "results.json").is_file() and (out / "results.md").is_file() and (out / "dice_bars.png").is_file()
     assert main(args) == 2  # results already there: refused without --force
     assert "already holds results.json" in capsys.readouterr().err
+    # another process's draws (here: the same records relabelled as draw 1) merge into one report; duplicates are
+    # dropped and runs with a different budget are refused
+    first = json.loads((out / "results.json").read_text())
+    second, other = tmp_path / "seed1", tmp_path / "steps3"
+    second.mkdir()
+    other.mkdir()
+    relabelled = {**first, "config": {**first["config"], "seed": 1}, "records": [{**r, "draw": 1} for r in first["records"]]}
+    (second / "results.json").write_text(json.dumps(relabelled))
+    (other / "results.json").write_text(json.dumps({**first, "config": {**first["config"], "steps": 3}}))
+    merged = tmp_path / "merged"
+    assert main(["genseg", "report", "--merge", str(out), str(second), str(out), "--out", str(merged)]) == 0
+    data = json.loads((merged / "results.json").read_text())
+    assert sorted((r["draw"], r["method"]) for r in data["records"]) == [(0, "a_plain"), (0, "b_classic"), (1, "a_plain"), (1, "b_classic")]
+    assert "draws [0, 1] (2)" in (merged / "results.md").read_text() and (merged / "dice_bars.png").is_file()
+    capsys.readouterr()
+    assert main(["genseg", "report", "--merge", str(out), str(other), "--out", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err
+    assert "settings differ" in err and "(steps)" in err
+    assert main(["genseg", "report", "--merge", str(out), "--out", str(out)]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
     assert main(["genseg", "benchmark", "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
     assert "--steps must be >= 1, got 0" in capsys.readouterr().err
     assert main(["genseg", "benchmark"]) == 2

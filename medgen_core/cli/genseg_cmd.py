@@ -2,6 +2,7 @@
 
     medgen genseg benchmark --out DIR                 # the reported benchmark (5 paired draws, 5 methods, ~1 h, 1 thread)
     medgen genseg benchmark --out DIR --draws 1 --steps 50 --pretrain-steps 50     # a quick look
+    medgen genseg report --merge DIR1 DIR2 --out DIR  # one report from several (partial) runs, e.g. draws split over processes
     medgen genseg segment t1.nii.gz tissue.nii.gz --bundle brain_tissue_genseg     # label map with provenance
 
 The benchmark writes ``results.json`` (rewritten after every method run, so partial results survive an
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = GenSegBenchmarkConfig()
     p = subparsers.add_parser("genseg", help="GenSeg: benchmark (9 labelled slices, 5 methods) and tissue segmentation",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("benchmark", "segment"), help="benchmark: run the paired comparison; segment: label a T1 volume")
+    p.add_argument("action", choices=("benchmark", "report", "segment"),
+                   help="benchmark: run the paired comparison; report: merge results.json files; segment: label a T1 volume")
     p.add_argument("input", nargs="?", type=Path, default=None, help="segment: T1 volume (.nii/.nii.gz, .nrrd, .mha, DICOM)")
     p.add_argument("output", nargs="?", type=Path, default=None, help="segment: output label map (.nii/.nii.gz/.nrrd)")
     p.add_argument("--bundle", default="brain_tissue_genseg", help="segment: segmentation bundle (default brain_tissue_genseg)")
@@ -48,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"GenSeg upper-level parameters (default {d.upper_params})")
     b.add_argument("--threads", type=int, default=d.threads, help=f"torch CPU threads (default {d.threads})")
     b.add_argument("--force", action="store_true", help="benchmark: replace results already in --out")
+    b.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="report: benchmark folders (or results.json files) to merge; the first record of a (draw, method) wins")
     p.add_argument("--progress", default=None, choices=("bar", "json"), help="'json' also prints MEDGEN_PROGRESS lines (for GUIs)")
     p.set_defaults(func=run, _genseg_parser=p)
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from medgen_core.utils.progress import progress_mode
 
     with progress_mode(args.progress):
-        return _benchmark(args) if args.action == "benchmark" else _segment(args)
+        return {"benchmark": _benchmark, "report": _report, "segment": _segment}[args.action](args)
 
 
 def _check_benchmark_args(args: argparse.Namespace) -> None:
@@ -108,6 +112,76 @@ def _benchmark(args: argparse.Namespace) -> int:
     write_bar_chart(results, METHOD_LABELS, out / "dice_bars.png")
     print(text)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'dice_bars.png'} ({results['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _write_outputs(results: dict, out: Path) -> str:
+    """``results.json``, ``results.md`` and ``dice_bars.png`` in ``out`` (atomic); returns the markdown."""
+    import json
+    import os
+
+    from medgen_core.evaluation.genseg_benchmark import METHOD_LABELS
+    from medgen_core.evaluation.genseg_report import markdown_report, write_bar_chart
+
+    text = markdown_report(results, METHOD_LABELS)
+    for name, content in (("results.json", json.dumps(results, indent=2) + "\n"), ("results.md", text)):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(content)
+        os.replace(tmp, out / name)
+    write_bar_chart(results, METHOD_LABELS, out / "dice_bars.png")
+    return text
+
+
+def merge_results(sources: list[Path]) -> dict:
+    """One results dict from several ``results.json`` (same settings except draws/seed); duplicates dropped."""
+    import json
+
+    merged, seen, configs = None, set(), []
+    for src in sources:
+        path = src / "results.json" if src.is_dir() else src
+        if not path.is_file():
+            raise MedGenError(f"{src}: no results.json found (expected a benchmark --out folder or a results.json file)")
+        try:
+            data = json.loads(path.read_text())
+            records, config = data["records"], dict(data["config"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise MedGenError(f"{path}: not a GenSeg benchmark results.json ({err})") from err
+        for key in ("draws", "seed"):
+            config.pop(key, None)
+        configs.append(config)
+        if configs[0] != config:
+            changed = sorted(k for k in config if config.get(k) != configs[0].get(k))
+            raise MedGenError(f"{path}: settings differ from {sources[0]} ({', '.join(changed)}); only runs with the same budget can be merged")
+        if merged is None:
+            merged = {**data, "records": [], "seconds": 0.0, "complete": True, "merged_from": []}
+        merged["merged_from"].append(str(path))
+        merged["seconds"] += float(data.get("seconds", 0.0))
+        merged["complete"] = merged["complete"] and bool(data.get("complete"))
+        for r in records:
+            key = (int(r["draw"]), r["method"])
+            if key not in seen:
+                seen.add(key)
+                merged["records"].append(r)
+    merged["records"].sort(key=lambda r: (int(r["draw"]), merged["config"]["methods"].index(r["method"])))
+    merged["config"]["draws"] = len({int(r["draw"]) for r in merged["records"]})
+    return merged
+
+
+def _report(args: argparse.Namespace) -> int:
+    if not args.merge:
+        raise MedGenError("genseg report: give the benchmark folders to merge with --merge DIR [DIR ...]")
+    if args.out is None:
+        raise MedGenError("genseg report: --out DIR is required")
+    if args.out.exists() and not args.out.is_dir():
+        raise MedGenError(f"{args.out}: --out must be a folder, but a file of that name exists")
+    if any((src.resolve() == args.out.resolve()) for src in args.merge):
+        raise MedGenError(f"{args.out}: --out is one of the merged folders; refusing to overwrite an input")
+    results = merge_results(list(args.merge))
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = _write_outputs(results, args.out)
+    print(text)
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'dice_bars.png'} "
+          f"({len(results['records'])} runs from {len(args.merge)} sources)")
     return 0
 
 
