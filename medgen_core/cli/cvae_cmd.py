@@ -1,7 +1,7 @@
 """``medgen cvae``: the signal CVAE for ABR-like records (200-sample signal, 6 static parameters, 6 peaks).
 
     medgen cvae simulate --n 4000 --seed 0 --output train.npz          # simulated ABR dataset (.npz or .csv)
-    medgen cvae train --data train.npz --val val.npz --out runs/joint --mode joint --epochs 60
+    medgen cvae train --data train.npz --val val.npz --out runs/joint --mode joint --epochs 50
     medgen cvae sample --bundle abr_joint_cvae --n 100 --seed 0 --output samples.npz          # joint: from noise
     medgen cvae sample --bundle abr_joint_cvae --mode legacy --static params.csv --n 5 --output legacy.csv
     medgen cvae sample --model runs/joint --n 100 --output samples.npz                       # a model you trained
@@ -47,12 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--val", type=Path, default=None, help="validation records (loss logged per epoch)")
     tr.add_argument("--out", type=Path, required=True, help="output folder (model.pt, model_config.json, checkpoint.pt, train_log.csv, loss_curve.png)")
     tr.add_argument("--mode", choices=("joint", "legacy"), default="joint")
-    tr.add_argument("--epochs", type=int, default=60)
+    tr.add_argument("--epochs", type=int, default=50)
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--latent-dim", type=int, default=16)
+    tr.add_argument("--latent-dim", type=int, default=32)
     tr.add_argument("--hidden", type=int, default=256)
-    tr.add_argument("--max-beta", type=float, default=0.02, help="final KL weight")
+    tr.add_argument("--max-beta", type=float, default=0.005, help="final KL weight")
     tr.add_argument("--warmup-epochs", type=int, default=10, help="epochs of the linear beta warm-up")
     tr.add_argument("--static-weight", type=float, default=1.0)
     tr.add_argument("--peak-weight", type=float, default=1.0)

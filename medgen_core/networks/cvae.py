@@ -63,7 +63,7 @@ class SignalCVAE(nn.Module):
     MAX_PRIOR_COMPONENTS = 16
     __jit_ignored_attributes__ = ["_hyperparameters"]
 
-    def __init__(self, signal_length: int = 200, num_static: int = 6, num_peaks: int = 6, latent_dim: int = 16,
+    def __init__(self, signal_length: int = 200, num_static: int = 6, num_peaks: int = 6, latent_dim: int = 32,
                  channels: Tuple[int, int, int] = (16, 32, 64), hidden: int = 256, joint_generation: bool = True) -> None:
         super().__init__()
         if signal_length % 8 or signal_length < 8:

@@ -56,10 +56,10 @@ class CVAETrainingConfig:
         seed: random seed (shuffling, posterior samples).
     """
 
-    epochs: int = 60
+    epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
-    max_beta: float = 0.02
+    max_beta: float = 0.005
     warmup_epochs: int = 10
     static_weight: float = 1.0
     peak_weight: float = 1.0
