@@ -25,6 +25,7 @@ from medgen_core.bundles.weights import load_state_dict_safely, load_verified_ne
 from medgen_core.errors import WeightsError
 from medgen_core.lab import LabError, interpolate_latents, run_bottleneck_sweep, run_mixing, run_restoration, write_interpolation
 from medgen_core.lab.evaluate import write_json
+from medgen_core.transforms.corruption import CORRUPTION_KINDS
 
 __all__ = ["LabContext", "register"]
 
@@ -195,6 +196,11 @@ def _restore(ctx: LabContext, args: argparse.Namespace) -> str:
     cfg = ctx.parser["restoration"]
     kinds = (args.kinds.split(",") if args.kinds else None) or list(cfg["kinds"])
     levels = _numbers(args.levels, float, "--levels") or list(cfg["levels"])
+    bad = [k for k in kinds if k not in CORRUPTION_KINDS]
+    if bad:
+        raise LabError(f"restoration: unknown corruption kind(s) {bad}; choose from {list(CORRUPTION_KINDS)}")
+    if any(not 0.0 <= float(v) <= 1.0 for v in levels):
+        raise LabError(f"restoration: levels must be numbers in [0, 1], got {levels}")
     if args.pretrained and args.iterations is not None:
         raise LabError("--pretrained evaluates the shipped restoration network; it cannot be combined with --iterations")
     overrides = {"restoration#train_config#iterations": args.iterations} if args.iterations is not None else {}
