@@ -210,6 +210,15 @@ def test_restoration_training_lowers_the_loss_and_reports_by_level(tmp_path: Pat
         RestorationTrainer(net, clean, cfg, tmp_path / "x", kinds=("jpeg",))
 
 
+def test_global_residual_adds_the_input() -> None:
+    from medgen_core.networks.residual import GlobalResidual
+
+    inner = UNet(2, 1, 1, channels=(4, 8), strides=(2,), num_res_units=0)
+    x = smooth_images(2, 16)
+    with torch.no_grad():
+        assert torch.allclose(GlobalResidual(inner)(x), x + inner(x))
+
+
 def test_volume_autoencoder_keeps_the_grid() -> None:
     net = tiny(num_classes=4).eval()
     arr = np.random.default_rng(0).random((20, 24, 8)).astype(np.float32) * 300

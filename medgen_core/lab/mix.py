@@ -124,7 +124,7 @@ def run_mixing(model_a: nn.Module, model_b: nn.Module, data: LabSlices, out_dir:
     summary = {"experiment": "encoder_decoder_mixing", "models": list(names), "signature": model_a.encoder.signature(),
                "heldout_slices": int(x.shape[0]), "results": results, "settings": dict(settings or {})}
     write_json(summary, out / "mixing.json")
-    row_labels = ["held-out input", *[f"{k}\n{v['psnr']:.1f} dB" for k, v in results.items()]]
+    row_labels = ["held-out input", *[f"{k}\n{v['psnr']:.1f} dB".replace(" + ", "\n+ ").replace(", linear map", "\n(linear map)") for k, v in results.items()]]
     save_image_grid(rows, out / "mixing.png", row_labels=row_labels, col_labels=[f"z={int(data.test_z[i])}" for i in pick],
                     title="encoder/decoder mixing (held-out slab)")
     return summary
