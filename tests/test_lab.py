@@ -252,6 +252,8 @@ def test_cli_sweep_interpolate_mix_restore(sweep_dir: Path, tmp_path: Path, caps
     assert main(["lab", "restore", "--out", str(tmp_path / "r"), "--pretrained", "--kinds", "blur", "--levels", "0,1"]) == 0
     rest = json.loads((tmp_path / "r" / "restoration.json").read_text())
     assert rest["kinds"] == ["blur"] and rest["settings"]["pretrained"] is True
+    for png in (tmp_path / "m" / "mixing.png", tmp_path / "r" / "restoration_examples.png"):
+        assert verify_provenance(png).status == "intact"
     assert "restoration at level 1.00" in capsys.readouterr().out
 
 

@@ -185,7 +185,9 @@ def _mix(ctx: LabContext, args: argparse.Namespace) -> str:
     names = (Path(enc_spec).stem if enc_spec.endswith(".pt") else enc_spec, Path(dec_spec).stem if dec_spec.endswith(".pt") else dec_spec)
     if names[0] == names[1]:
         names = (f"{names[0]} (encoder side)", f"{names[1]} (decoder side)")
-    summary = run_mixing(model_a, model_b, ctx.data, args.out, names, settings={"encoder": enc_spec, "decoder": dec_spec, "bundle": ctx.info.name})
+    prov = ctx.provenance(enc_spec) if not enc_spec.endswith(".pt") else {**ctx.provenance(cfg["encoder_variant"]), "weights_sha256": None}
+    summary = run_mixing(model_a, model_b, ctx.data, args.out, names, settings={"encoder": enc_spec, "decoder": dec_spec, "bundle": ctx.info.name},
+                         provenance=prov)
     res = summary["results"]
     mixed = f"enc {names[0]} + dec {names[1]}"
     return (f"mixing: {names[0]} {res[names[0]]['psnr']:.2f} dB, {names[1]} {res[names[1]]['psnr']:.2f} dB, {mixed} {res[mixed]['psnr']:.2f} dB "
@@ -210,7 +212,8 @@ def _restore(ctx: LabContext, args: argparse.Namespace) -> str:
         entry = ctx.variant(str(cfg.get("variant", "restoration")))
         network = load_verified_network(network, ctx.info.path / entry["file"], entry["sha256"], "cpu")
     summary = run_restoration(network, ctx.data, config, args.out, kinds, levels, ctx.get("restoration#settings"), ctx.device,
-                              train=not args.pretrained, extra={"bundle": ctx.info.name, "pretrained": args.pretrained})
+                              train=not args.pretrained, extra={"bundle": ctx.info.name, "pretrained": args.pretrained},
+                              provenance={**ctx.provenance(str(cfg.get("variant", "restoration"))), **({} if args.pretrained else {"weights_sha256": None})})
     last = summary["mean_over_kinds"][-1]
     return (f"restoration at level {last['level']:.2f} (mean over {', '.join(kinds)}): corrupted {last['corrupted_psnr']} dB -> restored "
             f"{last['restored_psnr']} dB; {args.out / 'restoration.json'}, {args.out / 'restoration.png'}")

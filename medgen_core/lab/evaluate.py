@@ -8,7 +8,7 @@ on whole slices in [0, 1], averaged over slices.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from monai.metrics import PSNRMetric, SSIMMetric
 
 from medgen_core.io import atomic_path
 
-__all__ = ["batched", "psnr_ssim", "save_figure", "save_image_grid", "write_json"]
+__all__ = ["batched", "psnr_ssim", "save_figure", "save_image_grid", "stamp_file", "write_json"]
 
 
 def write_json(obj: object, path: str | Path) -> Path:
@@ -28,6 +28,18 @@ def write_json(obj: object, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def stamp_file(path: str | Path, provenance: Mapping[str, Any], task: str, parameters: Mapping[str, Any],
+               input_paths: Sequence[str | Path] = ()) -> Path:
+    """Write the provenance sidecar of a figure holding generated pixels (``provenance``: ``generator_name``,
+    ``generator_version`` and optionally ``bundle_id``, ``weights_sha256``, ``seed``); returns the sidecar path."""
+    from medgen_core.provenance import GenerationMetadata, write_sidecar
+
+    meta = GenerationMetadata.create(generator_name=provenance["generator_name"], generator_version=provenance["generator_version"],
+                                     bundle_id=provenance.get("bundle_id"), weights_sha256=provenance.get("weights_sha256"),
+                                     seed=provenance.get("seed"), task=task, input_paths=list(input_paths), parameters=dict(parameters))
+    return write_sidecar(path, meta)
 
 
 def save_figure(fig: object, path: str | Path) -> Path:

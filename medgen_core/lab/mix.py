@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from medgen_core.lab.data import LabSlices
 from medgen_core.lab.errors import LabError
-from medgen_core.lab.evaluate import batched, psnr_ssim, save_image_grid, write_json
+from medgen_core.lab.evaluate import batched, psnr_ssim, save_image_grid, stamp_file, write_json
 from medgen_core.networks.conditional_autoencoder import class_weights
 
 __all__ = ["MixedAutoencoder", "check_mixable", "fit_latent_map", "mix_models", "run_mixing"]
@@ -98,9 +98,10 @@ def mix_models(model_a: nn.Module, model_b: nn.Module, align: str = "none", fit_
 
 @torch.no_grad()
 def run_mixing(model_a: nn.Module, model_b: nn.Module, data: LabSlices, out_dir: str | Path, names: tuple[str, str] = ("A", "B"),
-               settings: Mapping[str, Any] | None = None, examples: int = 4) -> dict[str, Any]:
+               settings: Mapping[str, Any] | None = None, examples: int = 4, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Held-out PSNR/SSIM of A, B, enc A + dec B and enc B + dec A (raw and linearly aligned);
-    writes ``mixing.json`` and ``mixing.png`` (example reconstructions) to ``out_dir``."""
+    writes ``mixing.json`` and ``mixing.png`` (example reconstructions; with ``provenance``, see
+    :func:`~medgen_core.lab.evaluate.stamp_file`, also its sidecar) to ``out_dir``."""
     model_a.eval()
     model_b.eval()
     pairs = {
@@ -125,6 +126,8 @@ def run_mixing(model_a: nn.Module, model_b: nn.Module, data: LabSlices, out_dir:
                "heldout_slices": int(x.shape[0]), "results": results, "settings": dict(settings or {})}
     write_json(summary, out / "mixing.json")
     row_labels = ["held-out input", *[f"{k}\n{v['psnr']:.1f} dB".replace(" + ", "\n+ ").replace(", linear map", "\n(linear map)") for k, v in results.items()]]
-    save_image_grid(rows, out / "mixing.png", row_labels=row_labels, col_labels=[f"z={int(data.test_z[i])}" for i in pick],
-                    title="encoder/decoder mixing (held-out slab)")
+    png = save_image_grid(rows, out / "mixing.png", row_labels=row_labels, col_labels=[f"z={int(data.test_z[i])}" for i in pick],
+                          title="encoder/decoder mixing (held-out slab)")
+    if provenance is not None:
+        stamp_file(png, provenance, "encoder_decoder_mixing_figure", {"models": list(names), "examples": [int(data.test_z[i]) for i in pick]})
     return summary

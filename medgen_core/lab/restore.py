@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from medgen_core.lab.data import LabSlices
 from medgen_core.lab.errors import LabError
-from medgen_core.lab.evaluate import batched, psnr_ssim, save_figure, save_image_grid, write_json
+from medgen_core.lab.evaluate import batched, psnr_ssim, save_figure, save_image_grid, stamp_file, write_json
 from medgen_core.training.autoencoder import SliceTrainingConfig
 from medgen_core.training.restoration import RestorationTrainer
 from medgen_core.transforms.corruption import CORRUPTION_KINDS, CorruptionSettings, corrupt
@@ -76,11 +76,11 @@ def plot_restoration(table: Mapping[str, list[dict[str, float]]], path: str | Pa
 def run_restoration(network: nn.Module, data: LabSlices, config: SliceTrainingConfig, out_dir: str | Path,
                     kinds: Sequence[str] = CORRUPTION_KINDS, levels: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
                     settings: CorruptionSettings = CorruptionSettings(), device: str | torch.device = "cpu",
-                    train: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    train: bool = True, extra: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``network`` (unless ``train`` is False: already trained) and evaluate it by kind and level.
 
     Writes ``<out>/restoration/`` (training outputs), ``restoration.json``, ``restoration.png`` and
-    ``restoration_examples.png``; returns the JSON content.
+    ``restoration_examples.png`` (with ``provenance``, also its sidecar); returns the JSON content.
     """
     bad = [k for k in kinds if k not in CORRUPTION_KINDS]
     if not kinds or bad:
@@ -115,6 +115,8 @@ def run_restoration(network: nn.Module, data: LabSlices, config: SliceTrainingCo
             rows.append([b[0, 0].clamp(0, 1).numpy() for b in bad_imgs])
             rows.append([network(b)[0, 0].clamp(0, 1).numpy() for b in bad_imgs])
             labels += [f"{kind}\ncorrupted", f"{kind}\nrestored"]
-    save_image_grid(rows, out / "restoration_examples.png", row_labels=labels, col_labels=[f"level {float(v):.2f}" for v in levels],
-                    title="corruption and restoration (held-out slice)")
+    png = save_image_grid(rows, out / "restoration_examples.png", row_labels=labels, col_labels=[f"level {float(v):.2f}" for v in levels],
+                          title="corruption and restoration (held-out slice)")
+    if provenance is not None:
+        stamp_file(png, provenance, "restoration_figure", {"kinds": list(kinds), "levels": [float(v) for v in levels]})
     return summary
