@@ -227,6 +227,9 @@ def test_volume_autoencoder_keeps_the_grid() -> None:
     assert out.shape == (20, 24, 8) and np.allclose(out.affine, affine) and np.isfinite(out.array).all()
     assert 0 <= float(out.array.min()) and float(out.array.max()) <= float(np.percentile(arr, 99.9)) + 1e-3
     assert VolumeAutoencoder(net, ["a", "b", "c", "d"]).slice_classes(8).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # a 16 mm training field at 1 mm pixels: the 20 x 24 slice is cropped to 16 x 16, the rest stays 0
+    cropped = VolumeAutoencoder(net, ["a", "b", "c", "d"], "", progress=False, field_mm=16.0)(Volume(arr, np.eye(4)))
+    assert cropped.shape == (20, 24, 8) and float(np.abs(cropped.array[:2]).max()) == 0.0 and float(cropped.array[2:18, 4:20].max()) > 0
     with pytest.raises(ValueError, match="class_name must be"):
         VolumeAutoencoder(net, ["a", "b", "c", "d"], "nope")
 

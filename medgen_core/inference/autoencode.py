@@ -1,9 +1,10 @@
 """Whole-volume reconstruction with a 2D class-conditional autoencoder, axial slice by slice.
 
 The volume is permuted/flipped to RAS (no resampling), scaled by its 99.9th percentile to [0, 1], and
-every axial slice is centre-padded to a square, resized to the network's ``image_size``, encoded and
-decoded with its class, resized back and cropped; the output lies on the input's grid in the input's
-units. The class of each slice is either fixed (``class_name``) or, with ``class_name="auto"``, its
+every axial slice is centre-padded (or cropped) to the training field of view (``field_mm``, e.g. 256 mm
+for 64 pixels of 4 mm) at its own pixel spacing, resized to the network's ``image_size``, encoded and
+decoded with its class, resized back and un-padded; the output lies on the input's grid in the input's
+units. With ``field_mm=None`` the slice is padded to a square of its larger side instead. The class of each slice is either fixed (``class_name``) or, with ``class_name="auto"``, its
 slice-position quarter within the volume (slice ``i`` of ``Z`` gets ``floor(K * i / Z)``; meaningful
 when the volume covers the brain from bottom to top).
 """
@@ -36,10 +37,11 @@ class VolumeAutoencoder:
         batch_size: slices per forward pass.
         device: torch device.
         progress: show a progress bar.
+        field_mm: in-plane field of view of the training slices in mm (``image_size`` x pixel size), or None.
     """
 
     def __init__(self, network: nn.Module, class_names: Sequence[str], class_name: str = "auto", batch_size: int = 16,
-                 device: str | torch.device = "cpu", progress: bool = True) -> None:
+                 device: str | torch.device = "cpu", progress: bool = True, field_mm: float | None = None) -> None:
         names = [str(c) for c in class_names]
         if class_name not in ("auto", "", *names):
             raise ValueError(f"VolumeAutoencoder: class_name must be 'auto', '' (null class) or one of {names}, got {class_name!r}.")
@@ -47,6 +49,9 @@ class VolumeAutoencoder:
         self.network = network.to(self.device).eval()
         self.size = int(getattr(network, "image_size"))
         self.class_names, self.class_name, self.batch_size, self.progress = names, class_name, int(batch_size), progress
+        if field_mm is not None and not float(field_mm) > 0:
+            raise ValueError(f"VolumeAutoencoder: field_mm must be > 0 or None, got {field_mm}.")
+        self.field_mm = None if field_mm is None else float(field_mm)
 
     def slice_classes(self, depth: int) -> np.ndarray:
         """Class id per axial slice ``(depth,)`` (``K`` = null class for ``class_name=""``)."""
@@ -55,32 +60,44 @@ class VolumeAutoencoder:
             return np.minimum(np.arange(depth) * k // max(depth, 1), k - 1)
         return np.full(depth, self.class_names.index(self.class_name) if self.class_name else k)
 
+    def _field(self, shape: tuple[int, int], spacing: tuple[float, float]) -> tuple[int, int]:
+        """Pixels ``(FX, FY)`` of the padded/cropped field for a slice of ``shape`` at ``spacing`` (mm)."""
+        if self.field_mm is None:
+            side = max(shape)
+            return side, side
+        return max(1, round(self.field_mm / spacing[0])), max(1, round(self.field_mm / spacing[1]))
+
     @torch.no_grad()
-    def reconstruct_array(self, array: np.ndarray) -> np.ndarray:
-        """``(X, Y, Z)`` in RAS order -> reconstruction ``(X, Y, Z)`` float32 in the input's units."""
+    def reconstruct_array(self, array: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+        """``(X, Y, Z)`` in RAS order with in-plane ``spacing`` (mm) -> reconstruction ``(X, Y, Z)`` float32 in the input's units."""
         array = np.asarray(array, dtype=np.float32)
         if not np.isfinite(array).all():
             raise ImageReadError("the input volume holds NaN or Inf values; the autoencoder needs finite intensities.")
         scale = float(np.percentile(array, 99.9))
         scale = scale if scale > 0 else max(float(array.max()), 1e-8)
         x, y, depth = array.shape
-        side = max(x, y)
-        ox, oy = (side - x) // 2, (side - y) // 2
-        square = np.zeros((depth, side, side), dtype=np.float32)
-        square[:, ox : ox + x, oy : oy + y] = np.moveaxis(np.clip(array / scale, 0.0, 1.0), 2, 0)
+        fx, fy = self._field((x, y), spacing)
+        ox, oy = (fx - x) // 2, (fy - y) // 2  # negative: the slice is cropped to the field
+        sx, sy, dx, dy = max(-ox, 0), max(-oy, 0), max(ox, 0), max(oy, 0)
+        nx, ny = min(x - sx, fx - dx), min(y - sy, fy - dy)
+        field = np.zeros((depth, fx, fy), dtype=np.float32)
+        field[:, dx : dx + nx, dy : dy + ny] = np.moveaxis(np.clip(array / scale, 0.0, 1.0), 2, 0)[:, sx : sx + nx, sy : sy + ny]
         classes = torch.from_numpy(self.slice_classes(depth)).long()
-        out = []
+        out = np.zeros((depth, x, y), dtype=np.float32)  # pixels outside the field stay 0
         for start in progress(range(0, depth, self.batch_size), desc="autoencode slices", unit="batch", disable=not self.progress):
-            batch = torch.from_numpy(square[start : start + self.batch_size])[:, None].to(self.device)
-            small = F.interpolate(batch, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=side > self.size)
+            batch = torch.from_numpy(field[start : start + self.batch_size])[:, None].to(self.device)
+            small = F.interpolate(batch, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=max(fx, fy) > self.size)
             recon = self.network(small, classes[start : start + self.batch_size].to(self.device))
-            big = F.interpolate(recon.float(), size=(side, side), mode="bilinear", align_corners=False)
-            out.append(big[:, 0, ox : ox + x, oy : oy + y].cpu().numpy())
-        return (np.moveaxis(np.concatenate(out, axis=0), 0, 2) * scale).astype(np.float32)
+            big = F.interpolate(recon.float(), size=(fx, fy), mode="bilinear", align_corners=False)
+            out[start : start + batch.shape[0], sx : sx + nx, sy : sy + ny] = big[:, 0, dx : dx + nx, dy : dy + ny].cpu().numpy()
+        return (np.moveaxis(out, 0, 2) * scale).astype(np.float32)
 
     def __call__(self, volume: Volume) -> Volume:
         """Reconstructed copy of ``volume`` on the same grid (shape and affine)."""
         stored, wanted = io_orientation(volume.affine), axcodes2ornt(("R", "A", "S"))
         array = apply_orientation(volume.array, ornt_transform(stored, wanted))
-        out = apply_orientation(self.reconstruct_array(array), ornt_transform(wanted, stored))
+        ras_spacing = [1.0, 1.0, 1.0]
+        for axis, (ras_axis, _) in enumerate(stored):
+            ras_spacing[int(ras_axis)] = float(volume.spacing[axis])
+        out = apply_orientation(self.reconstruct_array(array, (ras_spacing[0], ras_spacing[1])), ornt_transform(wanted, stored))
         return Volume(array=np.ascontiguousarray(out), affine=volume.affine.copy(), path=None, format=volume.format)
