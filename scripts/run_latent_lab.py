@@ -4,7 +4,7 @@
 Runs ``medgen lab`` (the CLI, so the figures come from exactly what users run) on the bundle:
 
 1. ``sweep``: latent sizes from ``configs/lab.json`` (1, 2, 4, ..., 128), FiLM conditioning;
-2. ``conditioning``: one sweep point (latent 32) per conditioning strategy (onehot, embedding, film);
+2. ``conditioning``: one sweep point (latent 32) per strategy in ``lab.json``'s ``conditioning_comparison``;
 3. ``interpolate``: the shipped autoencoder, within a class and across classes;
 4. ``mix``: encoder of ``autoencoder`` with the decoder of ``autoencoder_b`` (raw and linearly aligned);
 5. ``restore``: the shipped restoration network (``--pretrained``) by kind and level.
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(work / "sweep" / "sweep.png", figures / "sweep.png")
     if "conditioning" in stages:
         table = {}
-        for strategy in ("onehot", "embedding", "film"):
+        strategies = json.loads((BUNDLE / "configs" / "lab.json").read_text())["conditioning_comparison"]
+        for strategy in strategies:
             out = work / f"conditioning_{strategy}"
             seconds = _run(["sweep", "--out", str(out), "--latent-sizes", "32", "--conditioning", strategy, *extra])
             row = json.loads((out / "sweep.json").read_text())["results"][0]
