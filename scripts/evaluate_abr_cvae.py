@@ -62,11 +62,10 @@ def _plot_mmd(rows: list[tuple[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 2.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(8.5, 2.6), dpi=100)
     names, values = zip(*rows)
     ax.barh(names, values, color=["tab:green"] + ["tab:blue"] * (len(rows) - 1))
     ax.axvline(2 * rows[0][1], color="tab:red", ls="--", label="2 x held-out A vs B")
-    ax.set_xscale("log")
     ax.set_xlabel("MMD^2 (Gaussian kernels, standardised features)")
     ax.legend(fontsize=8)
     ax.tick_params(labelsize=8)
@@ -96,6 +95,21 @@ def _plot_latency_intensity(curves: dict, intensities: np.ndarray, path: Path) -
     plt.close(fig)
 
 
+def _json_safe(value):
+    """Plain JSON: numpy numbers as Python numbers, NaN (absent peaks) as null."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    return value
+
+
 def main() -> int:
     torch.set_num_threads(1)
     t0 = time.time()
@@ -106,13 +120,17 @@ def main() -> int:
     results: dict = {"heldout": {"n": N_HELDOUT, "seed": 2}, "weights_sha256": {"joint": prov_joint["weights_sha256"], "legacy": prov_legacy["weights_sha256"]}}
 
     gen = sample_joint(joint, m, seed=0)
-    ablations = {"shipped sampler (fitted latent mixture + observation noise)": gen,
-                 "N(0, I) latent prior + observation noise": sample_joint(joint, m, seed=0, fitted_prior=False),
-                 "fitted latent mixture, decoder means (no observation noise)": sample_joint(joint, m, seed=0, observation_noise=False)}
+    ablations = {"shipped sampler: latent mixture + noise": gen,
+                 "N(0, I) prior + noise": sample_joint(joint, m, seed=0, fitted_prior=False),
+                 "latent mixture, decoder means": sample_joint(joint, m, seed=0, observation_noise=False)}
     results["mmd"] = {name: mmd_report(d.signals, d.static, heldout.signals, heldout.static, seed=0) for name, d in ablations.items()}
     first = next(iter(results["mmd"].values()))
-    rows = [("held-out half A vs half B", first["mmd2_heldout_a_vs_b"])] + [(n.split(" (")[0] if n.startswith("shipped") else n, r["mmd2_generated_vs_heldout"])
-                                                                          for n, r in results["mmd"].items()]
+    seeds = {}
+    for seed in range(1, 5):  # the shipped sampler again, other sampling and split seeds
+        d = sample_joint(joint, m, seed=seed)
+        seeds[str(seed)] = mmd_report(d.signals, d.static, heldout.signals, heldout.static, seed=seed)["ratio"]
+    results["mmd_ratio_other_seeds"] = seeds
+    rows = [("held-out half A vs half B", first["mmd2_heldout_a_vs_b"])] + [(n, r["mmd2_generated_vs_heldout"]) for n, r in results["mmd"].items()]
     _plot_mmd(rows, DOCS / "mmd.png")
 
     results["calibration_static"] = calibration(heldout.static, gen.static, STATIC_NAMES)
@@ -121,10 +139,10 @@ def main() -> int:
                                      "generated": dict(zip(PEAK_NAMES[:3], gen.peak_mask[:, :3].mean(0).round(4).tolist()))}
     plot_calibration(heldout.static, gen.static, STATIC_NAMES, DOCS / "joint_calibration_static.png", "static parameters: held-out vs joint samples")
     plot_calibration(heldout.peaks, gen.peaks, PEAK_NAMES, DOCS / "joint_calibration_peaks.png", "peaks (present ones): held-out vs joint samples")
-    order = np.argsort(heldout.static[:6, 2])
-    plot_signals(time_axis_ms(), {"held-out (simulated)": heldout.signals[:6][order], "joint samples": gen.signals[np.argsort(gen.static[:6, 2])]},
-                 DOCS / "joint_signals.png", "ABR waveforms (uV), sorted by intensity",
-                 labels=[f"{int(s[2])} dB" for s in heldout.static[:6][order]])
+    order, gen_order = np.argsort(heldout.static[:6, 2]), np.argsort(gen.static[:6, 2])
+    plot_signals(time_axis_ms(), {"held-out (simulated)": heldout.signals[:6][order], "joint samples": gen.signals[:6][gen_order]},
+                 DOCS / "joint_signals.png", "ABR waveforms (uV), sorted by intensity (row label: held-out | generated)",
+                 labels=[f"{int(a[2])} | {int(b[2])} dB" for a, b in zip(heldout.static[:6][order], gen.static[:6][gen_order])])
 
     results["reconstruction"] = {"joint": _reconstruct(joint, heldout), "legacy": _reconstruct(legacy, heldout)}
     leg = sample_legacy(legacy, heldout.static[:m], n=1, seed=0)
@@ -149,8 +167,9 @@ def main() -> int:
     results["legacy_latency_intensity"] = latency_table
     _plot_latency_intensity(curves, intensities, DOCS / "legacy_latency_intensity.png")
     results["seconds"] = round(time.time() - t0, 1)
-    (DOCS / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (DOCS / "results.json").write_text(json.dumps(_json_safe(results), indent=4) + "\n")  # the bundle's JSON format
     shipped = first
+    print(f"other seeds: ratios {', '.join(f'{v:.2f}' for v in seeds.values())}")
     print(f"joint MMD^2 {shipped['mmd2_generated_vs_heldout']:.5f} vs held-out halves {shipped['mmd2_heldout_a_vs_b']:.5f}: ratio {shipped['ratio']:.2f}")
     for name, r in results["mmd"].items():
         print(f"  {name}: ratio {r['ratio']:.2f}")

@@ -35,8 +35,11 @@ def _epochs(out: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) if ckpt.exists() else 0
 
 
-def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> tuple[Path, float, int, dict]:
-    """Run ``train.json`` in ``mode``; returns ``(model.pt, seconds, total epochs, settings)``."""
+def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> tuple[Path, float, int, int, dict]:
+    """Run ``train.json`` in ``mode``; returns ``(model.pt, seconds, epochs done in this call, total epochs, settings)``.
+
+    A finished run (checkpoint at the last epoch) only re-fits the sampling model (observation noise,
+    latent mixture) and re-exports the weights."""
     parser = ConfigParser()
     parser.read_config(BUNDLE / "configs" / "train.json")
     out = runs_dir / mode
@@ -47,11 +50,12 @@ def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> 
         overrides["device"] = f"$torch.device('{device}')"
     parser.update(overrides)
     parser.get_parsed_content("initialize")
+    start = _epochs(out)
     t0 = time.time()
     model_path = Path(parser.get_parsed_content("trainer").run())
     settings = {k: parser.get_parsed_content(k) for k in ("num_train", "num_val", "batch_size", "seed")}
     settings.update({k: parser.get_parsed_content(f"train_config#{k}") for k in ("lr", "max_beta", "warmup_epochs", "prior_components")})
-    return model_path, time.time() - t0, _epochs(out), settings
+    return model_path, time.time() - t0, _epochs(out) - start, _epochs(out), settings
 
 
 def install(mode: str, model_path: Path, note: dict) -> Path:
@@ -62,7 +66,10 @@ def install(mode: str, model_path: Path, note: dict) -> Path:
     target = BUNDLE / entry["file"]
     shutil.copyfile(model_path, target)
     entry["sha256"] = sha256_file(target)
-    meta["medgen"].setdefault("training", {})[mode] = note
+    notes = meta["medgen"].setdefault("training", {})
+    if note.get("epochs_this_call") == 0 and "seconds_training" in notes.get(mode, {}):
+        note["seconds_training"] = notes[mode]["seconds_training"]  # only the sampling model was re-fitted
+    notes[mode] = note
     meta_path.write_text(json.dumps(meta, indent=4) + "\n")
     for name in ("loss_curve.png", "train_log.csv"):
         if (model_path.parent / name).is_file():
@@ -80,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     for mode in args.modes:
-        model_path, seconds, total, settings = train(mode, args.runs_dir, args.epochs, args.device)
-        print(f"abr cvae {mode}: {total} epochs, {seconds:.0f} s in this call -> {model_path}", flush=True)
+        model_path, seconds, done, total, settings = train(mode, args.runs_dir, args.epochs, args.device)
+        print(f"abr cvae {mode}: {done} epochs in {seconds:.0f} s, {total} in all -> {model_path}", flush=True)
         if not args.no_install:
             device = str(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-            note = {"epochs": total, **settings, "seconds_this_call": round(seconds, 1), "device": device, "threads": torch.get_num_threads()}
+            note = {"epochs": total, **settings, "epochs_this_call": done, "seconds_training": round(seconds, 1), "device": device,
+                    "threads": torch.get_num_threads()}
             target = install(mode, model_path, note)
             print(f"abr cvae {mode}: installed {target}, sha256 recorded in configs/metadata.json", flush=True)
     return 0
