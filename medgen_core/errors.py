@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AugmentationError", "MedGenError", "ImageReadError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
+__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
 
 
 class MedGenError(Exception):
@@ -31,3 +31,7 @@ class WeightsError(BundleError):
 
 class AugmentationError(MedGenError, ValueError):
     """Generative augmentation: a missing or unloadable generator, a bad config, an unsupported request."""
+
+
+class LabError(MedGenError, ValueError):
+    """A latent-space lab request that cannot be carried out: models that do not fit together, bad settings, bad images."""

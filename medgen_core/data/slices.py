@@ -24,6 +24,8 @@ __all__ = [
     "MNI152_1MM_SHAPE",
     "MNI_BRAIN_Z_EXTENT",
     "SLICE_POSITION_CLASSES",
+    "block_average_2mm",
+    "fit_to_square",
     "mni_axial_slices_2mm",
     "mni_slice_affine_2mm",
     "slice_position_affine_2mm",
@@ -62,7 +64,7 @@ def slice_position_class(z: int | Sequence[int] | np.ndarray | torch.Tensor, n_c
     return int(cls) if scalar else cls.astype(np.int64)
 
 
-def _block_2mm(plane: np.ndarray) -> np.ndarray:
+def block_average_2mm(plane: np.ndarray) -> np.ndarray:
     """``(X, Y, ...)`` at 1 mm -> ``(X // 2, Y // 2, ...)`` at 2 mm by 2x2 averaging (a trailing odd row/column is dropped)."""
     x, y = plane.shape[0] // 2 * 2, plane.shape[1] // 2 * 2
     return plane[:x, :y].reshape(x // 2, 2, y // 2, 2, *plane.shape[2:]).mean(axis=(1, 3))
@@ -73,7 +75,7 @@ def _offsets(shape: tuple[int, int], size: int) -> tuple[int, int]:
     return (size - shape[0]) // 2, (size - shape[1]) // 2
 
 
-def _fit(plane: np.ndarray, size: int) -> np.ndarray:
+def fit_to_square(plane: np.ndarray, size: int) -> np.ndarray:
     """Centre-pad with zeros or centre-crop the first two axes to ``size`` (same offsets as :func:`_offsets`)."""
     out = np.zeros((size, size, *plane.shape[2:]), dtype=plane.dtype)
     ox, oy = _offsets(plane.shape[:2], size)
@@ -142,8 +144,8 @@ def mni_axial_slices_2mm(size: int = 128, min_brain_fraction: float = 0.02, indi
     t1 = load_mni152_t1().array
     t1 = np.clip(t1 / max(float(np.percentile(t1, 99.9)), 1e-8), 0.0, 1.0)
     mask = load_mni152_brain_mask().astype(np.float32)
-    img = _fit(_block_2mm(t1[:, :, idx]), size)  # (size, size, N)
-    brain = _fit(_block_2mm(mask[:, :, idx]), size) >= 0.5
+    img = fit_to_square(block_average_2mm(t1[:, :, idx]), size)  # (size, size, N)
+    brain = fit_to_square(block_average_2mm(mask[:, :, idx]), size) >= 0.5
     keep = brain.mean(axis=(0, 1)) >= min_brain_fraction
     images = torch.from_numpy(np.ascontiguousarray(np.moveaxis(img[:, :, keep], 2, 0), dtype=np.float32))[:, None]
     z_indices = torch.tensor([z for z, k in zip(idx, keep) if k], dtype=torch.int64)

@@ -10,7 +10,7 @@ and calls these functions).
 """
 
 from medgen_core.lab.data import LabSlices, heldout_axial_slices_2mm, lab_slices
-from medgen_core.lab.errors import LabError
+from medgen_core.errors import LabError
 from medgen_core.lab.interpolate import InterpolationResult, interpolate_latents, write_interpolation
 from medgen_core.lab.mix import MixedAutoencoder, check_mixable, fit_latent_map, mix_models, run_mixing
 from medgen_core.lab.restore import evaluate_restoration, run_restoration

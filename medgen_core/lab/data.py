@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_t1
-from medgen_core.data.slices import SLICE_POSITION_CLASSES, _block_2mm, _fit, mni_axial_slices_2mm, slice_position_class
+from medgen_core.data.slices import SLICE_POSITION_CLASSES, block_average_2mm, fit_to_square, mni_axial_slices_2mm, slice_position_class
 
 __all__ = ["LabSlices", "heldout_axial_slices_2mm", "lab_slices"]
 
@@ -47,7 +47,7 @@ def heldout_axial_slices_2mm(size: int = _FIELD) -> tuple[torch.Tensor, torch.Te
     z = list(range(lo, hi))
     t1 = load_mni152_t1().array
     t1 = np.clip(t1 / max(float(np.percentile(t1, 99.9)), 1e-8), 0.0, 1.0)
-    img = _fit(_block_2mm(t1[:, :, z]), size)
+    img = fit_to_square(block_average_2mm(t1[:, :, z]), size)
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(img, 2, 0), dtype=np.float32))[:, None], torch.tensor(z, dtype=torch.int64)
 
 

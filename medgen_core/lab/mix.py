@@ -2,7 +2,7 @@
 
 :func:`check_mixable` compares the encoder's and the decoder's declared signatures (latent shape,
 conditioning strategy, number of classes, image size and channels) and raises one
-:class:`~medgen_core.lab.errors.LabError` listing every mismatch. :func:`mix_models` builds
+:class:`~medgen_core.errors.LabError` listing every mismatch. :func:`mix_models` builds
 "encoder of A, decoder of B", optionally with a linear map ``z_B ~ z_A W + b`` fitted by least squares
 on training slices (``align="linear"``): two independently trained autoencoders have unrelated latent
 coordinates even when the shapes agree, and the fitted map shows how much of the gap is only a change of
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from medgen_core.lab.data import LabSlices
-from medgen_core.lab.errors import LabError
+from medgen_core.errors import LabError
 from medgen_core.lab.evaluate import batched, psnr_ssim, save_image_grid, stamp_file, write_json
 from medgen_core.networks.conditional_autoencoder import class_weights
 
