@@ -302,6 +302,11 @@ def test_bundle_inference_writes_samples_with_provenance(tmp_path: Path) -> None
     joint = run_bundle_inference(BUNDLE, params, tmp_path / "joint.csv", overrides={"num_samples": 4, "device": "$torch.device('cpu')"})
     assert len(load_abr_dataset(joint)) == 4 and read_provenance(joint)["sidecar"]["record"]["task"] == "abr_joint_generation"
     assert set(PEAK_NAMES) <= set(next(csv.reader(joint.open())))
+    image = run_bundle_inference(BUNDLE, params, tmp_path / "joint.nii.gz", overrides={"num_samples": 3, "device": "$torch.device('cpu')"})
+    from medgen_core.io import read_volume
+
+    volume = read_volume(image)  # waveforms only, one row per record, 0.05 ms per pixel
+    assert volume.shape == (3, 200, 1) and volume.spacing[1] == pytest.approx(0.05) and verify_provenance(image).status == "intact"
 
 
 def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check_output(path: Path, inputs: tuple[Path | None, ...] = ()) -> None:
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+    if not any(path.name.lower().endswith(s) for s in OUTPUT_SUFFIXES):
         raise SignalDataError(f"{path}: unsupported output format {path.suffix or '(none)'!r}; expected one of {', '.join(OUTPUT_SUFFIXES)}")
     for item in inputs:
         if item is not None and path.exists() and item.exists() and path.resolve() == item.resolve():

@@ -1,6 +1,11 @@
 """Generated ABR records as files: NPZ or CSV (by suffix) with a provenance sidecar, and reading the
 static parameters that drive legacy sampling.
 
+NPZ and CSV hold whole records (signal, static parameters, peaks). A NIfTI/NRRD destination gets the
+waveforms alone as an ``(n, 200, 1)`` image (one row per record, 0.05 ms per pixel along the second
+axis, values in uV), for image viewers such as 3D Slicer, stamped like every generated image
+(:func:`~medgen_core.provenance.write_generated_volume`).
+
 :func:`generate_abr_samples` is the one call that the ``medgen cvae sample`` command and the
 ``abr_joint_cvae`` bundle's inference config both make.
 """
@@ -16,20 +21,28 @@ import numpy as np
 from medgen_core.data.abr_dataset import STATIC_NAMES, ABRDataset, SignalDataError, load_abr_dataset, save_abr_csv, save_abr_npz
 from medgen_core.inference.cvae_sampling import sample_joint, sample_legacy
 from medgen_core.networks.cvae import SignalCVAE
-from medgen_core.provenance import GenerationMetadata, write_generated_file
+from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, format_of
+from medgen_core.provenance import GenerationMetadata, write_generated_file, write_generated_volume
 
 __all__ = ["SIGNAL_DISCLOSURE", "SIMULATION_DISCLOSURE", "generate_abr_samples", "read_static_parameters", "write_abr_records"]
 
 SIGNAL_DISCLOSURE = "AI-generated synthetic signals and parameters. Not recorded from a patient. Not for diagnostic use."
 SIMULATION_DISCLOSURE = "Simulated signals (physiological model, not a trained network). Not recorded from a patient. Not for diagnostic use."
-OUTPUT_SUFFIXES = (".npz", ".csv")
+OUTPUT_SUFFIXES = (".npz", ".csv", *SUPPORTED_WRITE_SUFFIXES)
+MS_PER_SAMPLE = 0.05
 
 
 def write_abr_records(records: ABRDataset, path: str | Path, metadata: GenerationMetadata) -> Path:
-    """Write ``records`` to ``path`` (``.npz`` or ``.csv``) atomically, with its ``.generated.json`` sidecar."""
+    """Write ``records`` to ``path`` atomically with its ``.generated.json`` sidecar: ``.npz``/``.csv`` (whole
+    records) or ``.nii``/``.nii.gz``/``.nrrd`` (waveform image, see the module docstring)."""
     path = Path(path)
+    known = format_of(path)
+    if known is not None and known[1] in SUPPORTED_WRITE_SUFFIXES:
+        image = Volume(records.signals[:, :, None], np.diag([1.0, MS_PER_SAMPLE, 1.0, 1.0]))
+        metadata.parameters.setdefault("image_layout", "waveforms only: axis 0 record, axis 1 time (0.05 ms per pixel), values in uV")
+        return write_generated_volume(image, path, metadata)
     suffix = path.suffix.lower()
-    if suffix not in OUTPUT_SUFFIXES:
+    if suffix not in (".npz", ".csv"):
         raise SignalDataError(f"{path}: unsupported output format {suffix or '(none)'!r}; expected one of {', '.join(OUTPUT_SUFFIXES)}")
     writer = save_abr_npz if suffix == ".npz" else save_abr_csv
     return write_generated_file(path, lambda tmp: writer(records, tmp), metadata)
