@@ -133,7 +133,10 @@ def _write_outputs(results: dict, out: Path) -> str:
 
 
 def merge_results(sources: list[Path]) -> dict:
-    """One results dict from several ``results.json`` (same settings except draws/seed); duplicates dropped."""
+    """One results dict from several ``results.json`` (same settings except draws/seed); duplicates dropped.
+
+    ``complete`` is true when every draw present has every configured method.
+    """
     import json
 
     merged, seen, configs = None, set(), []
@@ -156,14 +159,17 @@ def merge_results(sources: list[Path]) -> dict:
             merged = {**data, "records": [], "seconds": 0.0, "complete": True, "merged_from": []}
         merged["merged_from"].append(str(path))
         merged["seconds"] += float(data.get("seconds", 0.0))
-        merged["complete"] = merged["complete"] and bool(data.get("complete"))
         for r in records:
             key = (int(r["draw"]), r["method"])
             if key not in seen:
                 seen.add(key)
                 merged["records"].append(r)
     merged["records"].sort(key=lambda r: (int(r["draw"]), merged["config"]["methods"].index(r["method"])))
-    merged["config"]["draws"] = len({int(r["draw"]) for r in merged["records"]})
+    draws = {int(r["draw"]) for r in merged["records"]}
+    merged["config"]["draws"] = len(draws)
+    methods = set(merged["config"]["methods"])
+    # complete = every merged draw has every method (a run stopped after its last full draw still counts)
+    merged["complete"] = all({r["method"] for r in merged["records"] if int(r["draw"]) == d} == methods for d in draws)
     return merged
 
 
