@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from medgen_core.errors import ImageWriteError, ProvenanceError
+from medgen_core.errors import ImageWriteError
 from medgen_core.io import atomic_path
 from medgen_core.provenance.record import GenerationMetadata
 from medgen_core.provenance.stamp import write_sidecar
