@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     results["class_adherence_accuracy"] = class_adherence(b, by, tests)
     print("class adherence (classifier trained on real half B):", results["class_adherence_accuracy"], flush=True)
     save_real_vs_synthetic(a, ay, *synthetic[1.0], args.docs_dir / "montage_real_vs_synthetic.png")
-    (args.docs_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.docs_dir / "results.json").write_text(json.dumps(results, indent=4) + "\n")
     print(f"wrote {args.docs_dir / 'results.json'} and {args.docs_dir / 'montage_real_vs_synthetic.png'}")
     return 0
 

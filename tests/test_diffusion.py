@@ -266,7 +266,8 @@ def test_bundle_inference_with_monai_runner_stamps_provenance(tmp_path: Path) ->
         data = img.get_fdata()
         assert 0.0 <= data.min() and data.max() <= 1.0
         record = read_provenance(f)["embedded"]
-        assert record["bundle_id"] == "brain_slice_ddpm@0.1.0" and record["seed"] == 3
+        version = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+        assert record["bundle_id"] == f"brain_slice_ddpm@{version}" and record["seed"] == 3
         assert record["parameters"]["class_name"] == "superior" and record["parameters"]["num_inference_steps"] == 2
     assert not np.array_equal(nib.load(str(files[0])).get_fdata(), nib.load(str(files[1])).get_fdata())
 
