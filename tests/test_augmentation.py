@@ -296,6 +296,11 @@ def test_experiment_harness_runs_every_condition_and_writes_reports(model_dirs, 
     assert runs[("generative", 0)]["synthetic_samples"] == 6 * 4  # prob 1, half of every batch of 8, 6 iterations
     assert runs[("real_duplicate", 1)]["synthetic_samples"] > 0
     assert all(-1 <= s["kappa"] <= 1 and s["runs"] == 2 for s in result["summary"])
+    by_name = {s["condition"]: s for s in result["summary"]}
+    assert by_name["baseline"]["kappa_delta"] == 0.0 and by_name["baseline"]["kappa_delta_sd"] == 0.0
+    gen = by_name["generative p=1.0 mix=[0.5,0.5] steps=2"]
+    paired = [runs[("generative", s)]["kappa"] - runs[("baseline", s)]["kappa"] for s in (0, 1)]
+    assert gen["kappa_delta"] == pytest.approx(np.mean(paired)) and gen["kappa_delta_sd"] == pytest.approx(np.std(paired, ddof=1))
     assert (tmp_path / "exp" / "results.png").stat().st_size > 1000
     assert "| baseline |" in (tmp_path / "exp" / "results.md").read_text()
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["num_test_slices"] == 16

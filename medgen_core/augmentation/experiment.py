@@ -214,10 +214,12 @@ def _key(row: dict[str, Any]) -> str:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and SD over seeds of each condition's kappa, macro F1 and accuracy."""
+    """Mean and SD over seeds of each condition's kappa, macro F1 and accuracy, and the paired difference
+    to the baseline run of the same seed (``kappa_delta``: same real training slices, same test set)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(_key(r), []).append(r)
+    baseline = {r["seed"]: r for r in groups.get("baseline", [])}
     out = []
     for name, rs in groups.items():
         entry: dict[str, Any] = {"condition": name, "runs": len(rs)}
@@ -225,14 +227,22 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = np.array([r[m] for r in rs])
             entry[m] = float(v.mean())
             entry[f"{m}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        deltas = np.array([r["kappa"] - baseline[r["seed"]]["kappa"] for r in rs if r["seed"] in baseline])
+        if len(deltas):
+            entry["kappa_delta"] = float(deltas.mean())
+            entry["kappa_delta_sd"] = float(deltas.std(ddof=1)) if len(deltas) > 1 else 0.0
+            entry["kappa_delta_positive_seeds"] = int((deltas > 0).sum())
         out.append(entry)
     return out
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
-    lines = ["| condition | Cohen's kappa | macro F1 | accuracy | runs |", "|---|---|---|---|---|"]
+    lines = ["| condition | Cohen's kappa | paired kappa difference to baseline (seeds > 0) | macro F1 | accuracy | runs |",
+             "|---|---|---|---|---|---|"]
     for s in summary:
-        lines.append(f"| {s['condition']} | {s['kappa']:.3f} ± {s['kappa_sd']:.3f} | {s['macro_f1']:.3f} ± {s['macro_f1_sd']:.3f} | "
+        delta = (f"{s['kappa_delta']:+.3f} ± {s['kappa_delta_sd']:.3f} ({s['kappa_delta_positive_seeds']}/{s['runs']})"
+                 if "kappa_delta" in s and s["condition"] != "baseline" else "")
+        lines.append(f"| {s['condition']} | {s['kappa']:.3f} ± {s['kappa_sd']:.3f} | {delta} | {s['macro_f1']:.3f} ± {s['macro_f1_sd']:.3f} | "
                      f"{s['accuracy']:.3f} ± {s['accuracy_sd']:.3f} | {s['runs']} |")
     return "\n".join(lines)
 
