@@ -253,14 +253,22 @@ def plot_summary(summary: list[dict[str, Any]], png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(summary) + 1)), dpi=100)
+    fig, (ax, dax) = plt.subplots(1, 2, figsize=(11, max(2.5, 0.32 * len(summary) + 1)), dpi=100, sharey=True,
+                                  gridspec_kw={"width_ratios": [3, 2]})
     y = np.arange(len(summary))
     colours = ["tab:grey" if s["condition"] == "baseline" else "tab:orange" if s["condition"] == "real_duplicate" else "tab:blue" for s in summary]
-    ax.barh(y, [s["kappa"] for s in summary], xerr=[s["kappa_sd"] for s in summary], color=colours)
+    kappa = np.array([s["kappa"] for s in summary])
+    sd = np.array([s["kappa_sd"] for s in summary])
+    ax.barh(y, kappa, xerr=sd, color=colours)
     ax.set_yticks(y, [s["condition"] for s in summary], fontsize=7)
     ax.invert_yaxis()
+    ax.set_xlim(max(-1.0, float((kappa - sd).min()) - 0.05), min(1.0, float((kappa + sd).max()) + 0.02))
     ax.set_xlabel("Cohen's kappa (mean ± SD over seeds)")
     ax.axvline(summary[0]["kappa"], color="k", lw=0.8, ls="--")
+    deltas = [s.get("kappa_delta", 0.0) for s in summary]
+    dax.barh(y, deltas, xerr=[s.get("kappa_delta_sd", 0.0) for s in summary], color=colours)
+    dax.axvline(0, color="k", lw=0.8)
+    dax.set_xlabel("paired kappa difference to baseline (same seed)")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
