@@ -317,7 +317,8 @@ def test_cli_experiment_runs_the_stand_in_task_with_the_shipped_ddpm_bundle(tmp_
     assert [s["condition"] for s in result["summary"]] == ["baseline", "real_duplicate", "generative p=1.0 mix=[0.5,0.5] steps=2"]
     runs = {r["condition"]: r for r in result["runs"]}
     assert runs["generative"]["synthetic_samples"] == 3 * 8  # prob 1: half of every batch of 16, 3 iterations
-    assert "| baseline |" in out
+    assert result["num_unseen_test_slices"] == 28 and 0 <= runs["baseline"]["unseen_accuracy"] <= 1  # the held-out slab z=76..103
+    assert "| baseline |" in out and "generator-unseen slab" in out
 
 
 def test_cli_experiment_bad_arguments(tmp_path, capsys) -> None:

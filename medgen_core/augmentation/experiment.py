@@ -123,8 +123,9 @@ def _classifier(num_classes: int, size: int) -> torch.nn.Module:
     return Classifier(in_shape=(1, size, size), classes=num_classes, channels=(8, 16, 32, 64), strides=(2, 2, 2, 2), num_res_units=0)
 
 
-def _train_and_test(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
+def _train_and_test(train_x: torch.Tensor, train_y: torch.Tensor, tests: dict[str, tuple[torch.Tensor, torch.Tensor]], num_classes: int,
                     cfg: ExperimentConfig, seed: int, augment: RandGenerativeAugmentd | None) -> tuple[dict[str, float], int]:
+    """Train one classifier; metrics on every test set, keys prefixed by the set's name (``""`` for the main one)."""
     torch.manual_seed(seed)
     net = _classifier(num_classes, cfg.image_size)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -144,18 +145,26 @@ def _train_and_test(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
         loss.backward()
         opt.step()
     net.eval()
+    metrics: dict[str, float] = {}
     with torch.no_grad():
-        pred = net(test_x).argmax(1)
-    return classification_metrics(test_y.numpy(), pred.numpy(), num_classes), synthetic
+        for prefix, (test_x, test_y) in tests.items():
+            pred = net(test_x).argmax(1)
+            metrics.update({prefix + k: v for k, v in classification_metrics(test_y.numpy(), pred.numpy(), num_classes).items()})
+    return metrics, synthetic
 
 
 def run_experiment(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], manager: GenerativeAugmentationManager,
-                   out_dir: str | Path, cfg: ExperimentConfig | None = None, progress: bool = True) -> dict[str, Any]:
+                   out_dir: str | Path, cfg: ExperimentConfig | None = None, progress: bool = True,
+                   unseen: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Run every condition over ``cfg.seeds``; write ``results.json``, ``results.md`` and ``results.png``.
 
     Args:
         images: all real slices ``(N, 1, H, W)`` in [0, 1]; labels ``(N,)`` class indices into ``class_names``.
+            Per seed, ``train_per_class`` of each class train the classifier, the rest (shifted) test it.
         manager: generator manager whose config lists ``class_names`` (its own prob/ratio are ignored).
+        unseen: optional second test set ``(images, labels)`` of slices the generator never saw in training
+            (shifted the same way); its metrics get the prefix ``unseen_``. The main test slices may have
+            been in the generator's training data, so only this set is free of that leak.
     """
     from tqdm import tqdm
 
@@ -164,6 +173,7 @@ def run_experiment(images: torch.Tensor, labels: torch.Tensor, class_names: list
     out_dir.mkdir(parents=True, exist_ok=True)
     size = (cfg.image_size, cfg.image_size)
     images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+    unseen_x = F.interpolate(unseen[0].float(), size=size, mode="bilinear", align_corners=False) if unseen is not None else None
     k = len(class_names)
     rows: list[dict[str, Any]] = []
     settings = list(itertools.product(cfg.probs, [tuple(r) for r in cfg.mix_ratio_ranges], cfg.inference_steps))
@@ -178,27 +188,30 @@ def run_experiment(images: torch.Tensor, labels: torch.Tensor, class_names: list
         train_idx = np.concatenate([rng.choice(np.nonzero(labels.numpy() == c)[0], cfg.train_per_class, replace=False) for c in range(k)])
         test_idx = np.setdiff1d(np.arange(labels.shape[0]), train_idx)
         tx, ty = images[train_idx], labels[train_idx]
-        test_x, test_y = shifted(images[test_idx], cfg.test_shift_seed), labels[test_idx]
+        tests = {"": (shifted(images[test_idx], cfg.test_shift_seed), labels[test_idx])}
+        if unseen is not None:
+            tests["unseen_"] = (shifted(unseen_x, cfg.test_shift_seed), unseen[1])
         base = AugmentationConfig(classes=class_names, enabled=True, seed=seed)
 
         def record(condition: str, metrics: dict[str, float], synthetic: int, **extra: Any) -> None:
             rows.append({"condition": condition, "seed": seed, **extra, **metrics, "synthetic_samples": synthetic})
             bar.update(1)
 
-        record("baseline", *_train_and_test(tx, ty, test_x, test_y, k, cfg, seed, None))
+        record("baseline", *_train_and_test(tx, ty, tests, k, cfg, seed, None))
         real = {name: tx[ty == c] for c, name in enumerate(class_names)}
         control_cfg = AugmentationConfig(**{**base.to_dict(), "prob": cfg.control_prob, "mix_ratio_range": cfg.control_mix_ratio_range})
         control = SyntheticBank(real, {n: [{"real_duplicate": True}] * v.shape[0] for n, v in real.items()}, control_cfg)
-        record("real_duplicate", *_train_and_test(tx, ty, test_x, test_y, k, cfg, seed, RandGenerativeAugmentd(control)),
+        record("real_duplicate", *_train_and_test(tx, ty, tests, k, cfg, seed, RandGenerativeAugmentd(control)),
                prob=cfg.control_prob, mix_ratio_range=list(cfg.control_mix_ratio_range))
         for prob, ratio, steps in settings:
             bank = banks[steps]
             bank.config = AugmentationConfig(**{**base.to_dict(), "prob": prob, "mix_ratio_range": ratio, "inference_steps": steps})
-            record("generative", *_train_and_test(tx, ty, test_x, test_y, k, cfg, seed, RandGenerativeAugmentd(bank)),
+            record("generative", *_train_and_test(tx, ty, tests, k, cfg, seed, RandGenerativeAugmentd(bank)),
                    prob=prob, mix_ratio_range=list(ratio), inference_steps=steps)
     bar.close()
     summary = summarise(rows)
     result = {"config": asdict(cfg), "classes": class_names, "num_test_slices": int(labels.shape[0] - k * cfg.train_per_class),
+              "num_unseen_test_slices": int(unseen[1].shape[0]) if unseen is not None else 0,
               "generator": banks[cfg.inference_steps[0]].records[class_names[0]][0].get("generator_name"), "runs": rows, "summary": summary}
     (out_dir / "results.json").write_text(json.dumps(result, indent=4) + "\n")
     (out_dir / "results.md").write_text(markdown_table(summary) + "\n")
@@ -223,7 +236,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name, rs in groups.items():
         entry: dict[str, Any] = {"condition": name, "runs": len(rs)}
-        for m in ("kappa", "macro_f1", "accuracy"):
+        for m in ("kappa", "macro_f1", "accuracy", "unseen_accuracy", "unseen_kappa"):
+            if m not in rs[0]:
+                continue
             v = np.array([r[m] for r in rs])
             entry[m] = float(v.mean())
             entry[f"{m}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
@@ -232,18 +247,30 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["kappa_delta"] = float(deltas.mean())
             entry["kappa_delta_sd"] = float(deltas.std(ddof=1)) if len(deltas) > 1 else 0.0
             entry["kappa_delta_positive_seeds"] = int((deltas > 0).sum())
+        if "unseen_accuracy" in rs[0]:
+            d = np.array([r["unseen_accuracy"] - baseline[r["seed"]]["unseen_accuracy"] for r in rs if r["seed"] in baseline])
+            if len(d):
+                entry["unseen_accuracy_delta"] = float(d.mean())
+                entry["unseen_accuracy_delta_sd"] = float(d.std(ddof=1)) if len(d) > 1 else 0.0
         out.append(entry)
     return out
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
-    lines = ["| condition | Cohen's kappa | paired kappa difference to baseline (seeds > 0) | macro F1 | accuracy | runs |",
-             "|---|---|---|---|---|---|"]
+    unseen = any("unseen_accuracy" in s for s in summary)
+    head = "| condition | Cohen's kappa | paired kappa difference to baseline (seeds > 0) | macro F1 | accuracy |"
+    head += " accuracy on generator-unseen slab (paired difference) |" if unseen else ""
+    lines = [head + " runs |", "|---" * (head.count("|")) + "|"]
     for s in summary:
         delta = (f"{s['kappa_delta']:+.3f} ± {s['kappa_delta_sd']:.3f} ({s['kappa_delta_positive_seeds']}/{s['runs']})"
                  if "kappa_delta" in s and s["condition"] != "baseline" else "")
-        lines.append(f"| {s['condition']} | {s['kappa']:.3f} ± {s['kappa_sd']:.3f} | {delta} | {s['macro_f1']:.3f} ± {s['macro_f1_sd']:.3f} | "
-                     f"{s['accuracy']:.3f} ± {s['accuracy_sd']:.3f} | {s['runs']} |")
+        row = (f"| {s['condition']} | {s['kappa']:.3f} ± {s['kappa_sd']:.3f} | {delta} | {s['macro_f1']:.3f} ± {s['macro_f1_sd']:.3f} | "
+               f"{s['accuracy']:.3f} ± {s['accuracy_sd']:.3f} |")
+        if unseen:
+            d = (f" ({s['unseen_accuracy_delta']:+.3f} ± {s['unseen_accuracy_delta_sd']:.3f})"
+                 if "unseen_accuracy_delta" in s and s["condition"] != "baseline" else "")
+            row += f" {s['unseen_accuracy']:.3f} ± {s['unseen_accuracy_sd']:.3f}{d} |"
+        lines.append(row + f" {s['runs']} |")
     return "\n".join(lines)
 
 

@@ -115,7 +115,7 @@ def run_experiment_command(args: argparse.Namespace, cfg: AugmentationConfig, ma
     from dataclasses import replace
 
     from medgen_core.augmentation.experiment import ExperimentConfig, markdown_table, run_experiment
-    from medgen_core.data.slices import mni_axial_slices_2mm, slice_position_class
+    from medgen_core.data.slices import mni_axial_slices_2mm, mni_heldout_axial_slices_2mm, slice_position_class
 
     overrides = {"seeds": args.seeds, "probs": args.probs, "mix_ratio_ranges": args.mix_ranges, "inference_steps": args.steps_sweep,
                  "iterations": args.iterations, "bank_per_class": args.bank_per_class}
@@ -124,7 +124,9 @@ def run_experiment_command(args: argparse.Namespace, cfg: AugmentationConfig, ma
         raise AugmentationError("medgen augment experiment: --iterations, --bank-per-class and --steps-sweep must be >= 1")
     images, z = mni_axial_slices_2mm(128)
     labels = torch.as_tensor(slice_position_class(z.numpy(), len(cfg.classes)), dtype=torch.int64)
-    result = run_experiment(images, labels, list(cfg.classes), manager, args.out, exp, progress=True)
+    unseen_x, unseen_z = mni_heldout_axial_slices_2mm(128)  # no shipped generator was trained on these
+    unseen_y = torch.as_tensor(slice_position_class(unseen_z.numpy(), len(cfg.classes)), dtype=torch.int64)
+    result = run_experiment(images, labels, list(cfg.classes), manager, args.out, exp, progress=True, unseen=(unseen_x, unseen_y))
     print(markdown_table(result["summary"]))
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {args.out / 'results.png'}")
     return 0

@@ -27,6 +27,7 @@ __all__ = [
     "block_average_2mm",
     "fit_to_square",
     "mni_axial_slices_2mm",
+    "mni_heldout_axial_slices_2mm",
     "mni_slice_affine_2mm",
     "slice_position_affine_2mm",
     "slice_position_centre_z",
@@ -141,6 +142,23 @@ def mni_axial_slices_2mm(size: int = 128, min_brain_fraction: float = 0.02, indi
     if bad:
         raise ValueError(f"mni_axial_slices_2mm: indices {bad} are in the held-out evaluation slab (or its margin) or outside "
                          f"[0, {_MNI_DEPTH}); use medgen_core.data.samples.mni_training_axial_indices().")
+    return _slices_2mm(idx, size, min_brain_fraction)
+
+
+def mni_heldout_axial_slices_2mm(size: int = 128, min_brain_fraction: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out evaluation slab and its margin (MNI z = 76..103), prepared like :func:`mni_axial_slices_2mm`.
+
+    No shipped generator was trained on these slices, so they test downstream models on anatomy the
+    generators never saw (at the cost of covering only the ``lower_middle`` / ``upper_middle`` classes).
+    Returns ``(images (N, 1, size, size), z_indices (N,))``.
+    """
+    if size < 8:
+        raise ValueError(f"mni_heldout_axial_slices_2mm: size must be >= 8 pixels, got {size}.")
+    training = set(mni_training_axial_indices())
+    return _slices_2mm([z for z in range(_MNI_DEPTH) if z not in training], size, min_brain_fraction)
+
+
+def _slices_2mm(idx: list[int], size: int, min_brain_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     t1 = load_mni152_t1().array
     t1 = np.clip(t1 / max(float(np.percentile(t1, 99.9)), 1e-8), 0.0, 1.0)
     mask = load_mni152_brain_mask().astype(np.float32)
