@@ -22,13 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
+from medgen_core.training.base import CSVLogger, IterationLoop, atomic_torch_save, cpu_state_dict, load_checkpoint
+from medgen_core.training.distributed import resolve_distributed, shard_indices, wrap_ddp
 
 __all__ = ["AutoencoderTrainer", "SliceTrainer", "SliceTrainingConfig", "check_slices"]
 
@@ -84,7 +82,7 @@ def check_slices(owner: str, images: torch.Tensor) -> torch.Tensor:
     return images.float().contiguous()
 
 
-class SliceTrainer:
+class SliceTrainer(IterationLoop):
     """The shared loop; subclasses implement :meth:`make_batch` and :meth:`predict`.
 
     Args:
@@ -98,6 +96,10 @@ class SliceTrainer:
     """
 
     name = "slices"
+
+    @property
+    def progress_name(self) -> str:  # type: ignore[override]
+        return self.name
 
     def __init__(self, network: nn.Module, images: torch.Tensor, config: SliceTrainingConfig, output_dir: str | Path,
                  device: str | torch.device = "cpu", distributed: bool | None = None, labels: torch.Tensor | None = None) -> None:
@@ -183,35 +185,7 @@ class SliceTrainer:
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The weights to ship: contiguous CPU tensors."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-
-    def run(self, resume: bool = True) -> Path:
-        """Train to ``config.iterations`` steps (resuming if asked); returns ``model.pt``'s path (on every rank)."""
-        if resume:
-            self.resume()
-        c = self.config
-        self.net.train()
-        with tqdm(total=c.iterations, initial=min(self.iteration, c.iterations), desc=self.name, unit="it", disable=not self.is_main) as bar:
-            while self.iteration < c.iterations:
-                stats = self.train_step()
-                self.iteration += 1
-                bar.update(1)
-                bar.set_postfix({"loss": f"{stats['loss']:.5f}"})
-                if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
-                    stats = mean_over_ranks(stats, self.device) if self.distributed else stats
-                    if self.log is not None:
-                        self.log.log({"iteration": self.iteration, **stats})
-                if self.is_main and (self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations):
-                    self.save_checkpoint()
-        self.net.eval()
-        model_path = self.output_dir / "model.pt"
-        if self.is_main:
-            atomic_torch_save(self.export_state(), model_path)
-            if self.log is not None and self.log.read()["iteration"]:
-                plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"{self.name} training loss")
-        if self.distributed:
-            dist.barrier()
-        return model_path
+        return cpu_state_dict(self.net)
 
 
 class AutoencoderTrainer(SliceTrainer):

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["atomic_torch_save", "load_checkpoint", "CSVLogger", "plot_curves", "seed_everything"]
+__all__ = ["IterationLoop", "atomic_torch_save", "cpu_state_dict", "load_checkpoint", "CSVLogger", "plot_curves", "seed_everything"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -82,3 +82,59 @@ def plot_curves(log: CSVLogger, png_path: str | Path, x: str = "iteration", titl
     fig.savefig(png_path)
     plt.close(fig)
     return png_path
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` as detached, contiguous CPU tensors (what a bundle ships)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+class IterationLoop:
+    """The optimiser-step loop shared by the iteration-based trainers (diffusion, autoencoder, restoration).
+
+    A subclass provides ``config`` (``iterations``, ``log_every``, ``checkpoint_every``), ``iteration``,
+    ``net``, ``device``, ``is_main``, ``distributed``, ``log`` (a :class:`CSVLogger` on rank 0, else None),
+    ``output_dir``, and the methods ``train_step() -> dict``, ``save_checkpoint()``, ``resume() -> bool`` and
+    ``export_state() -> dict``. :meth:`run` trains with a tqdm bar, logs rank-averaged stats every
+    ``log_every`` steps (a collective: every rank takes part), checkpoints on rank 0, writes ``model.pt`` and
+    ``loss_curve.png`` on rank 0, and returns ``model.pt``'s path on every rank (after a barrier).
+    """
+
+    progress_name = "train"
+
+    def curve_title(self) -> str:
+        return f"{self.progress_name} training loss"
+
+    def run(self, resume: bool = True) -> Path:
+        """Train to ``config.iterations`` steps (resuming from ``checkpoint.pt`` if asked); returns ``model.pt``'s path."""
+        import torch.distributed as dist
+        from tqdm import tqdm
+
+        from medgen_core.training.distributed import mean_over_ranks
+
+        if resume:
+            self.resume()
+        c = self.config
+        self.net.train()
+        with tqdm(total=c.iterations, initial=min(self.iteration, c.iterations), desc=self.progress_name, unit="it",
+                  disable=not self.is_main) as bar:
+            while self.iteration < c.iterations:
+                stats = self.train_step()
+                self.iteration += 1
+                bar.update(1)
+                bar.set_postfix({"loss": f"{stats['loss']:.5f}"})
+                if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
+                    stats = mean_over_ranks(stats, self.device) if self.distributed else stats
+                    if self.log is not None:
+                        self.log.log({"iteration": self.iteration, **stats})
+                if self.is_main and (self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations):
+                    self.save_checkpoint()
+        self.net.eval()
+        model_path = Path(self.output_dir) / "model.pt"
+        if self.is_main:
+            atomic_torch_save(self.export_state(), model_path)
+            if self.log is not None and self.log.read()["iteration"]:
+                plot_curves(self.log, Path(self.output_dir) / "loss_curve.png", title=self.curve_title())
+        if self.distributed:
+            dist.barrier()
+        return model_path

@@ -36,15 +36,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler
-from tqdm import tqdm
 
-from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
+from medgen_core.training.base import CSVLogger, IterationLoop, atomic_torch_save, cpu_state_dict, load_checkpoint
+from medgen_core.training.distributed import resolve_distributed, shard_indices, wrap_ddp
 
 __all__ = ["DiffusionTrainer", "DiffusionTrainingConfig", "null_class_id", "space_to_depth_factor"]
 
@@ -132,7 +130,7 @@ def null_class_id(network: nn.Module) -> int | None:
     return int(k) - 1
 
 
-class DiffusionTrainer:
+class DiffusionTrainer(IterationLoop):
     """Trains a MONAI ``DiffusionModelUNet`` as a (class-conditional) DDPM and writes to ``output_dir``:
 
     ``model.pt`` (EMA ``state_dict``, CPU tensors), ``checkpoint.pt`` (resumable: network, EMA, optimiser,
@@ -151,6 +149,8 @@ class DiffusionTrainer:
         device: torch device. Defaults to CPU.
         distributed: train with DDP. ``None`` (default) means "if a process group is initialised".
     """
+
+    progress_name = "DDPM"
 
     def __init__(
         self,
@@ -212,9 +212,6 @@ class DiffusionTrainer:
     def _shard(self, num_slices: int) -> list[int]:
         """This rank's slice indices (disjoint across ranks); rank 0 records all shards in ``data_shards.json``."""
         return shard_indices(num_slices, self.config.seed, self.output_dir / "data_shards.json" if self.is_main else None, "DiffusionTrainer")
-
-    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
-        return mean_over_ranks(stats, self.device) if self.distributed else stats
 
     # -- data -----------------------------------------------------------------------------------
     def make_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -304,35 +301,7 @@ class DiffusionTrainer:
     def export_state(self) -> dict[str, torch.Tensor]:
         """The weights to ship: EMA (or raw) ``state_dict`` as contiguous CPU tensors."""
         source = self.ema if self.ema is not None else self.net
-        return {k: v.detach().cpu().contiguous() for k, v in source.state_dict().items()}
+        return cpu_state_dict(source)
 
-    def run(self, resume: bool = True) -> Path:
-        """Train to ``config.iterations`` steps (resuming if asked) and return ``model.pt``'s path.
-
-        In distributed mode every rank returns the same path, after rank 0 has written the file.
-        """
-        if resume:
-            self.resume()
-        c = self.config
-        self.net.train()
-        with tqdm(total=c.iterations, initial=min(self.iteration, c.iterations), desc="DDPM", unit="it", disable=not self.is_main) as bar:
-            while self.iteration < c.iterations:
-                stats = self.train_step()
-                self.iteration += 1
-                bar.update(1)
-                bar.set_postfix({"loss": f"{stats['loss']:.4f}"})
-                if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
-                    stats = self._mean_over_ranks(stats)  # a collective: every rank takes part
-                    if self.log is not None:
-                        self.log.log({"iteration": self.iteration, **stats})
-                if self.is_main and (self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations):
-                    self.save_checkpoint()
-        self.net.eval()
-        model_path = self.output_dir / "model.pt"
-        if self.is_main:
-            atomic_torch_save(self.export_state(), model_path)
-            if self.log is not None and self.log.read()["iteration"]:
-                plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"DDPM training MSE ({self.config.prediction_type} target)")
-        if self.distributed:
-            dist.barrier()
-        return model_path
+    def curve_title(self) -> str:
+        return f"DDPM training MSE ({self.config.prediction_type} target)"
