@@ -124,7 +124,7 @@ def _write_outputs(results: dict, out: Path) -> str:
     from medgen_core.evaluation.genseg_report import markdown_report, write_bar_chart
 
     text = markdown_report(results, METHOD_LABELS)
-    for name, content in (("results.json", json.dumps(results, indent=2) + "\n"), ("results.md", text)):
+    for name, content in (("results.json", json.dumps(results, indent=4) + "\n"), ("results.md", text)):
         tmp = out / f".{name}.tmp"
         tmp.write_text(content)
         os.replace(tmp, out / name)

@@ -153,7 +153,7 @@ def write_bar_chart(results: dict, labels: dict[str, str], path: str | Path) -> 
     ax.set_xticks(x, [_HEADERS.get(t, t).strip("*") for t in TEST_SETS], rotation=20)
     ax.set_ylabel("foreground Dice")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=3, loc="lower left")
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
     ax.set_title(f"GenSeg benchmark, {len({r['draw'] for r in records})} draws (mean ± SD)")
     fig.tight_layout()
     path = Path(path)
