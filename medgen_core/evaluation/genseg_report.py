@@ -92,7 +92,7 @@ def markdown_report(results: dict, labels: dict[str, str]) -> str:
     state = "complete" if results.get("complete") else "PARTIAL (still running or interrupted)"
     sources = results.get("merged_from") or []
     merged = f" (summed over {len(sources)} merged runs)" if sources else ""
-    lines = [f"# GenSeg benchmark: brain tissue segmentation (MNI152, 2 mm axial slices)", "",
+    lines = ["# GenSeg benchmark: brain tissue segmentation (MNI152, 2 mm axial slices)", "",
              f"Status: {state}; draws {draws} ({len(draws)}), {len(records)} method runs, "
              f"{results.get('seconds', 0) / 60:.1f} min on {cfg['threads']} CPU thread(s){merged}. "
              f"Budget per method: {cfg['steps']} segmenter updates of batch {cfg['batch_size']} (lr {cfg['lr']}), "

@@ -28,6 +28,9 @@ class SegAugmentParams:
         scale: maximal relative brightness change (prob ``p_intensity``).
         smooth_sigma: ``(low, high)`` Gaussian blur sigma in pixels (prob ``p_blur``).
         noise_std: maximal Gaussian-noise SD on the [0, 1] image (prob ``p_noise``).
+        p_intensity: probability of the gamma and of the brightness change (each).
+        p_blur: probability of the Gaussian blur.
+        p_noise: probability of the Gaussian noise.
     """
 
     rotation_deg: float = 15.0
