@@ -1,6 +1,6 @@
 """``medgen genseg``: the GenSeg benchmark, and brain tissue segmentation with the GenSeg bundle.
 
-    medgen genseg benchmark --out DIR                 # the reported benchmark (5 paired draws, 5 methods, ~1 h, 1 thread)
+    medgen genseg benchmark --out DIR                 # the reported benchmark (5 paired draws, 5 methods; 57 min on one shared CPU thread)
     medgen genseg benchmark --out DIR --draws 1 --steps 50 --pretrain-steps 50     # a quick look
     medgen genseg report --merge DIR1 DIR2 --out DIR  # one report from several (partial) runs, e.g. draws split over processes
     medgen genseg segment t1.nii.gz tissue.nii.gz --bundle brain_tissue_genseg     # label map with provenance
