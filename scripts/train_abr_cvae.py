@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from medgen_core.provenance import sha256_file
+from medgen_core.bundles.weights import install_variant_weights
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "abr_joint_cvae"
 FILES = {"joint": "models/model.pt", "legacy": "models/model_legacy.pt"}
@@ -60,17 +60,10 @@ def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> 
 
 def install(mode: str, model_path: Path, note: dict) -> Path:
     """Copy the weights to the mode's file and record its sha256 and the training note in the metadata."""
-    meta_path = BUNDLE / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    entry = meta["medgen"]["variants"][mode]
-    target = BUNDLE / entry["file"]
-    shutil.copyfile(model_path, target)
-    entry["sha256"] = sha256_file(target)
-    notes = meta["medgen"].setdefault("training", {})
+    notes = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["medgen"].get("training", {})
     if note.get("epochs_this_call") == 0 and "seconds_training" in notes.get(mode, {}):
         note["seconds_training"] = notes[mode]["seconds_training"]  # only the sampling model was re-fitted
-    notes[mode] = note
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    target = install_variant_weights(BUNDLE, mode, model_path, training={**notes, mode: note})
     for name in ("loss_curve.png", "train_log.csv"):
         if (model_path.parent / name).is_file():
             shutil.copyfile(model_path.parent / name, BUNDLE / "docs" / f"{mode}_{name}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from medgen_core.provenance import sha256_file
+from medgen_core.bundles.weights import install_variant_weights
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_autoencoder"
 ITERATIONS = 3000  # train.json's and lab.json's shipped schedule
@@ -70,14 +69,7 @@ def train_restoration(out: Path, iterations: int | None, device: str | None) -> 
 
 def install(variant: str, model_path: Path) -> Path:
     """Copy ``model_path`` to the variant's file and record its sha256 in the metadata."""
-    meta_path = BUNDLE / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    entry = meta["medgen"]["variants"][variant]
-    target = BUNDLE / entry["file"]
-    shutil.copyfile(model_path, target)
-    entry["sha256"] = sha256_file(target)
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
-    return target
+    return install_variant_weights(BUNDLE, variant, model_path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,6 @@ with a training note. ``medgen.trained`` becomes true only for a run of at least
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from medgen_core.provenance import sha256_file
+from medgen_core.bundles.weights import install_variant_weights
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_ddpm"
 VARIANT = "slice_position"
@@ -58,17 +56,7 @@ def train(runs_dir: Path, iterations: int | None, batch_size: int | None, device
 
 def install(model_path: Path, trained: bool, note: dict) -> Path:
     """Copy ``model_path`` to the variant's file, record its sha256, ``trained`` and the training note."""
-    meta_path = BUNDLE / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    medgen = meta["medgen"]
-    entry = medgen["variants"][VARIANT]
-    target = BUNDLE / entry["file"]
-    shutil.copyfile(model_path, target)
-    entry["sha256"] = sha256_file(target)
-    medgen["trained"] = trained
-    medgen["training"] = note
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
-    return target
+    return install_variant_weights(BUNDLE, VARIANT, model_path, trained=trained, training=note)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +187,23 @@ def test_safetensors_loads(tmp_path) -> None:
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(WeightsError, match="bad.safetensors"):
         load_state_dict_safely(bad)
+
+
+def test_install_variant_weights_records_the_hash_and_refuses_unknown_variants(tmp_path) -> None:
+    import json
+    import shutil
+
+    from medgen_core.bundles.weights import install_variant_weights
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_ddpm", bundle)
+    source = tmp_path / "new.pt"
+    source.write_bytes(b"new weights")
+    target = install_variant_weights(bundle, "slice_position", source, trained=False, training={"iterations": 7})
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert target.read_bytes() == b"new weights"
+    assert meta["medgen"]["variants"]["slice_position"]["sha256"] == hashlib.sha256(b"new weights").hexdigest()
+    assert meta["medgen"]["trained"] is False and meta["medgen"]["training"] == {"iterations": 7}
+    assert (bundle / "configs" / "metadata.json").read_text().startswith("{\n    ")  # 4-space JSON, as the zoo checks expect
+    with pytest.raises(WeightsError, match="no medgen.variants\\['missing'\\]"):
+        install_variant_weights(bundle, "missing", source)

@@ -20,6 +20,7 @@ from medgen_core.provenance import sha256_file
 
 __all__ = [
     "WEIGHT_SUFFIXES",
+    "install_variant_weights",
     "load_state_dict_safely",
     "load_verified_network",
     "recorded_sha256s",
@@ -157,3 +158,30 @@ def weights_status(bundle_root: str | Path, metadata: dict[str, Any]) -> tuple[s
     if not actual:
         return "unverified", problems + ["models/ holds no weight file (*.pt, *.pth, *.safetensors, *.ts)"]
     return ("unverified" if unrecorded else "OK"), problems
+
+
+def install_variant_weights(bundle_root: str | Path, variant: str, source: str | Path, **medgen_updates: Any) -> Path:
+    """Install freshly trained weights into a bundle: copy ``source`` over ``medgen.variants[variant]["file"]``,
+    record the copy's sha256 there, set any ``medgen_updates`` (e.g. ``trained=True``, ``training={...}``) in
+    the metadata's ``medgen`` section, and rewrite ``configs/metadata.json`` atomically (4-space JSON).
+    Returns the installed file's path. Used by the training scripts that produce the shipped weights."""
+    import json
+    import os
+    import shutil
+
+    root = Path(bundle_root)
+    meta_path = root / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    variants = meta.get("medgen", {}).get("variants", {})
+    if variant not in variants:
+        raise WeightsError(f"{meta_path}: no medgen.variants[{variant!r}] entry to install weights into (known: {sorted(variants)})")
+    target = root / variants[variant]["file"]
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    variants[variant]["sha256"] = sha256_file(target)
+    meta["medgen"].update(medgen_updates)
+    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
+    os.replace(tmp_meta, meta_path)
+    return target
