@@ -100,6 +100,8 @@ def test_cli_segment_with_bundle_marks_output_ai_derived(tmp_path, capsys) -> No
     assert result.shape == (98, 116, 3) and set(np.unique(result.array).tolist()) <= {0.0, 1.0, 2.0, 3.0}
     record = read_provenance(out)["sidecar"]["record"]
     assert record["task"] == "segmentation_brain_tissue" and "AI-derived" in record["parameters"]["output_kind"]
+    assert record["disclosure"].startswith("AI-derived label map") and "synthetic image" not in record["disclosure"]
+    assert nib.load(str(out)).header["descrip"].item().startswith(b"AI-DERIVED brain_tissue_genseg")
     assert verify_provenance(out).status == "intact"
     # the brain is found: background agrees with the reference mask on most pixels
     assert ((result.array > 0) == (labels[:, :, 40:43] > 0)).mean() > 0.8

@@ -249,3 +249,22 @@ def test_cli_verify_and_show(tmp_path, volume: Volume, metadata: GenerationMetad
     assert main(["provenance", "show", str(plain)]) == 3
     assert main(["provenance", "verify", str(tmp_path / "nope.nii.gz")]) == 2
     assert "nope.nii.gz: file not found" in capsys.readouterr().err
+
+
+def test_derived_label_maps_are_marked_as_ai_derived_not_synthetic(tmp_path) -> None:
+    """A segmentation of a real image says so in the record, the NIfTI descrip and the NRRD content field."""
+    import nibabel as nib
+
+    from medgen_core.io import Volume
+    from medgen_core.provenance import GenerationMetadata, read_provenance, verify_provenance, write_generated_volume
+    from medgen_core.provenance.record import DERIVED_LABEL_DISCLOSURE
+
+    labels = Volume(array=np.random.default_rng(0).integers(0, 4, (6, 5, 3)).astype(np.float32), affine=np.eye(4))
+    meta = GenerationMetadata.create(generator_name="seg", generator_version="1.0", task="segmentation", disclosure=DERIVED_LABEL_DISCLOSURE)
+    nii = write_generated_volume(labels, tmp_path / "seg.nii.gz", meta)
+    nrrd = write_generated_volume(labels, tmp_path / "seg.nrrd", meta)
+    assert nib.load(str(nii)).header["descrip"].item() == b"AI-DERIVED seg:1.0"
+    assert "content: AI-DERIVED label map" in (tmp_path / "seg.nrrd").read_bytes().split(b"\n\n")[0].decode()
+    for path in (nii, nrrd):
+        assert read_provenance(path)["embedded"]["disclosure"] == DERIVED_LABEL_DISCLOSURE
+        assert verify_provenance(path).status == "intact"

@@ -26,6 +26,7 @@ import numpy as np
 from medgen_core.errors import ProvenanceError
 
 __all__ = [
+    "DERIVED_LABEL_DISCLOSURE",
     "DIGITAL_SOURCE_TYPE",
     "DISCLOSURE",
     "SCHEMA",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 DISCLOSURE = "AI-generated synthetic image. Not acquired from a patient. Not for diagnostic use."
+#: Disclosure of a label map computed from a real image by a trained model (e.g. a segmentation).
+DERIVED_LABEL_DISCLOSURE = ("AI-derived label map: an automatic segmentation by a trained model, not a manual delineation. "
+                            "Not for diagnostic use.")
 SCHEMA = "medgen-provenance/1.0"
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
@@ -182,6 +186,7 @@ class GenerationMetadata:
         weights_sha256: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        disclosure: str = DISCLOSURE,
     ) -> GenerationMetadata:
         """Build a record, hashing the input files.
 
@@ -195,6 +200,7 @@ class GenerationMetadata:
             weights_sha256: See class docs.
             parameters: See class docs.
             seed: See class docs.
+            disclosure: See class docs (:data:`DERIVED_LABEL_DISCLOSURE` for AI-derived label maps).
 
         Raises:
             ProvenanceError: If an input does not exist.
@@ -216,6 +222,7 @@ class GenerationMetadata:
             parameters=dict(parameters or {}),
             seed=seed,
             inputs=inputs,
+            disclosure=disclosure,
         )
 
     def to_dict(self) -> dict[str, Any]:

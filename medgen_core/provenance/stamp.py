@@ -23,7 +23,7 @@ import numpy as np
 
 from medgen_core.errors import ImageReadError, ImageWriteError, ProvenanceError
 from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, atomic_path, format_of, read_volume, write_volume
-from medgen_core.provenance.record import SCHEMA, GenerationMetadata, pixel_sha256, sha256_file
+from medgen_core.provenance.record import DERIVED_LABEL_DISCLOSURE, SCHEMA, GenerationMetadata, pixel_sha256, sha256_file
 
 __all__ = [
     "NIFTI_PROVENANCE_ECODE",
@@ -51,6 +51,15 @@ def sidecar_path(path: str | Path) -> Path:
     """The sidecar of ``path``: ``<path>.generated.json`` (e.g. ``sr.nii.gz.generated.json``)."""
     path = Path(path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _derived(metadata: GenerationMetadata) -> bool:
+    return metadata.disclosure == DERIVED_LABEL_DISCLOSURE
+
+
+def _header_flag(metadata: GenerationMetadata) -> str:
+    """The short header mark: ``SYNTHETIC AI`` for generated images, ``AI-DERIVED`` for AI-derived label maps."""
+    return "AI-DERIVED" if _derived(metadata) else "SYNTHETIC AI"
 
 
 def write_generated_volume(volume: Volume, path: str | Path, metadata: GenerationMetadata) -> Path:
@@ -102,12 +111,12 @@ def write_generated_volume(volume: Volume, path: str | Path, metadata: Generatio
             volume,
             path,
             inputs=inputs,
-            nifti_descrip=f"SYNTHETIC AI {metadata.generator}",
+            nifti_descrip=f"{_header_flag(metadata)} {metadata.generator}",
             nifti_extensions=[Nifti1Extension(NIFTI_PROVENANCE_ECODE, compact.encode("ascii"))],
         )
     else:
         fields = {
-            "content": "SYNTHETIC AI-generated",  # standard NRRD field, written as "content: ..."
+            "content": "AI-DERIVED label map" if _derived(metadata) else "SYNTHETIC AI-generated",  # standard NRRD field "content: ..."
             "medgen_ai_generated": "true",
             "medgen_generator": metadata.generator,
             "medgen_disclosure": metadata.disclosure,

@@ -18,6 +18,7 @@ from monai.transforms import MapTransform
 from medgen_core.errors import ImageWriteError
 from medgen_core.io import Volume, read_volume
 from medgen_core.provenance import GenerationMetadata, write_generated_volume
+from medgen_core.provenance.record import DERIVED_LABEL_DISCLOSURE
 
 __all__ = ["LoadVolumed", "ApplyVolumeInfererd", "SaveGeneratedVolumed", "default_output_path"]
 
@@ -67,6 +68,8 @@ class SaveGeneratedVolumed(MapTransform):
         keys: generated volumes to write.
         generator_name, generator_version, task, bundle_id, weights_sha256, parameters, seed: the
             provenance record (see :class:`~medgen_core.provenance.GenerationMetadata`).
+        disclosure: the record's disclosure; None = the synthetic-image one, ``"derived_label_map"`` =
+            :data:`~medgen_core.provenance.record.DERIVED_LABEL_DISCLOSURE` (segmentations of real images).
         source_key: key of the input :class:`Volume` whose file is recorded (and hashed) as the source.
         output_path_key: key holding the output path; when absent or empty, the path is
             ``<output_dir>/<input stem>_<output_postfix><output_suffix>``.
@@ -83,6 +86,7 @@ class SaveGeneratedVolumed(MapTransform):
         weights_sha256: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        disclosure: str | None = None,
         source_key: str = "image",
         output_path_key: str = "output",
         output_dir: str | Path = ".",
@@ -99,6 +103,10 @@ class SaveGeneratedVolumed(MapTransform):
             parameters=dict(parameters or {}),
             seed=seed,
         )
+        if disclosure == "derived_label_map":
+            self.record["disclosure"] = DERIVED_LABEL_DISCLOSURE
+        elif disclosure is not None:
+            self.record["disclosure"] = str(disclosure)
         self.source_key, self.output_path_key = source_key, output_path_key
         self.output_dir, self.output_postfix, self.output_suffix = output_dir, output_postfix, output_suffix
 
