@@ -35,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, PatchAdversarialLoss
 from monai.networks.nets import UNet
-from torch.func import functional_call
 
+from medgen_core.training.hypergradient import Forward, exact_hypergradient, finite_difference_hypergradient, grads_or_zeros, trainable_parameters
 from medgen_core.transforms.mask_augment import MaskAugmentParams, mask_augment
 
 __all__ = [
@@ -54,11 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Forward = Callable[[torch.Tensor], torch.Tensor]
-"""The segmenter at some parameter values: image ``(B, 1, *S)`` -> logits ``(B, num_classes, *S)``."""
-LossFn = Callable[[Forward], torch.Tensor]
-"""A scalar loss computed with a given segmenter forward (see :func:`finite_difference_hypergradient`)."""
 
 UPPER_PARAMS = ("arch", "arch+generator")
 HYPERGRADIENTS = ("finite_difference", "exact")
@@ -89,89 +84,6 @@ def segmentation_train_loss(forward: Forward, image: torch.Tensor, label: torch.
         return l_real, l_real, torch.zeros_like(l_real)
     l_syn = loss_fn(forward(syn_image), syn_label)
     return l_real + lambda_syn * l_syn, l_real, l_syn
-
-
-def _trainable(module: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    return [n for n, _ in named], [p for _, p in named]
-
-
-def _forward_at(module: nn.Module, names: list[str], tensors: Sequence[torch.Tensor]) -> Forward:
-    """``module`` evaluated with its trainable parameters replaced by ``tensors`` (buffers are the module's)."""
-    params = dict(zip(names, tensors))
-    return lambda x: functional_call(module, params, (x,))
-
-
-def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor], **kwargs) -> list[torch.Tensor]:
-    """``torch.autograd.grad`` with zeros for inputs that ``loss`` does not depend on."""
-    if not inputs:
-        return []
-    if not loss.requires_grad:
-        return [torch.zeros_like(t) for t in inputs]
-    grads = torch.autograd.grad(loss, list(inputs), allow_unused=True, **kwargs)
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
-
-
-def finite_difference_hypergradient(segmenter: nn.Module, train_loss_fn: LossFn, val_loss_fn: LossFn,
-                                    upper_params: Sequence[torch.Tensor], xi: float, eps: float = 0.01,
-                                    train_grad: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], float]:
-    """DARTS finite-difference hypergradient of ``L_val(theta - xi grad_theta L_tr(theta, alpha))`` w.r.t. alpha.
-
-    ``h = -xi [grad_alpha L_tr(theta + r v) - grad_alpha L_tr(theta - r v)] / (2 r)`` with
-    ``v = grad_theta' L_val(theta')``, ``theta' = theta - xi grad_theta L_tr(theta)`` and ``r = eps / ||v||``:
-    first-order accurate in ``r``, no second derivatives. ``L_val`` must not depend on alpha directly.
-
-    Args:
-        segmenter: S; theta = its parameters with ``requires_grad`` (left unchanged).
-        train_loss_fn: ``forward -> L_tr``; differentiable w.r.t. ``upper_params`` and deterministic (same synthetic
-            batch every call, e.g. one generated tensor whose graph is retained). With ``train_grad`` given it is
-            only used for ``grad_alpha``, so the terms that do not depend on alpha may be left out.
-        val_loss_fn: ``forward -> L_val``.
-        upper_params: alpha (any tensors that ``L_tr`` depends on).
-        xi: virtual inner learning rate.
-        eps: finite-difference step relative to ``||v||`` (DARTS: 0.01).
-        train_grad: ``grad_theta L_tr(theta)`` in ``segmenter.named_parameters()`` order, if already computed.
-
-    Returns:
-        ``(h, L_val(theta'))``: one tensor per upper parameter, and the look-ahead validation loss.
-    """
-    if eps <= 0:
-        raise ValueError(f"finite_difference_hypergradient: eps must be > 0, got {eps}.")
-    names, params = _trainable(segmenter)
-    theta = [p.detach() for p in params]
-    if train_grad is None:
-        train_grad = _grads(train_loss_fn(_forward_at(segmenter, names, params)), params, retain_graph=True)
-    # 1. virtual step theta' = theta - xi g and the validation gradient there
-    theta_prime = [(t - xi * g.detach()).requires_grad_(True) for t, g in zip(theta, train_grad)]
-    val_loss = val_loss_fn(_forward_at(segmenter, names, theta_prime))
-    v = _grads(val_loss, theta_prime)
-    norm = torch.sqrt(sum((vi.double() ** 2).sum() for vi in v)).item() if v else 0.0
-    if norm == 0.0 or not upper_params:
-        return [torch.zeros_like(a) for a in upper_params], float(val_loss.detach())
-    r = eps / norm
-    # 2. grad_alpha L_tr at theta +- r v (theta +- r v are constants: only alpha's path is back-propagated)
-    plus = _grads(train_loss_fn(_forward_at(segmenter, names, [t + r * vi for t, vi in zip(theta, v)])), upper_params,
-                  retain_graph=True)
-    minus = _grads(train_loss_fn(_forward_at(segmenter, names, [t - r * vi for t, vi in zip(theta, v)])), upper_params,
-                   retain_graph=True)
-    return [-xi * (gp - gm) / (2 * r) for gp, gm in zip(plus, minus)], float(val_loss.detach())
-
-
-def exact_hypergradient(segmenter: nn.Module, train_loss_fn: LossFn, val_loss_fn: LossFn,
-                        upper_params: Sequence[torch.Tensor], xi: float) -> tuple[list[torch.Tensor], float]:
-    """Exact hypergradient ``d/d alpha L_val(theta - xi grad_theta L_tr(theta, alpha))`` by double back-propagation.
-
-    The unrolled step is built with ``torch.func.functional_call``; it needs second derivatives of the segmenter
-    (memory ~2-3x a training step). Same arguments and return value as :func:`finite_difference_hypergradient`;
-    here ``train_loss_fn`` must be the full ``L_tr``.
-    """
-    names, params = _trainable(segmenter)
-    g = _grads(train_loss_fn(_forward_at(segmenter, names, params)), params, create_graph=True)
-    val_loss = val_loss_fn(_forward_at(segmenter, names, [p - xi * gi for p, gi in zip(params, g)]))
-    return _grads(val_loss, upper_params, retain_graph=True), float(val_loss.detach())
-
-
-# -- Pix2Pix stage -------------------------------------------------------------------------------------------
 
 
 def pix2pix_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
@@ -373,7 +285,7 @@ class GenSegTrainer:
         self.arch_params = list(generator.arch_parameters()) if has_arch else []
         self.weight_params = _weight_params(generator)
         self.upper_params = self.arch_params + (self.weight_params if cfg.upper_params == "arch+generator" else [])
-        self.seg_params = _trainable(self.segmenter)[1]
+        self.seg_params = trainable_parameters(self.segmenter)[1]
         self.opt_g = _adam_gan(self.weight_params, cfg.lr_gen)
         self.opt_d = _adam_gan(self.discriminator.parameters(), cfg.lr_gen)
         self.opt_seg = torch.optim.Adam(self.seg_params, lr=cfg.lr_seg)
@@ -433,7 +345,7 @@ class GenSegTrainer:
         if x_syn is not None and self.syn_transform is not None:
             x_syn = self.syn_transform(x_syn)
         l_tr, l_real, l_syn = segmentation_train_loss(self.segmenter, x, m, x_syn, m_syn, self.seg_loss, cfg.lambda_syn)
-        g = _grads(l_tr, self.seg_params)  # frees S's graph only; x_syn's graph to G stays for step III
+        g = grads_or_zeros(l_tr, self.seg_params)  # frees S's graph only; x_syn's graph to G stays for step III
         # III. hypergradient at the current theta (before it moves): look-ahead theta' = theta - xi g
         val_loss, hyper = float("nan"), None
         if self.upper_params and x_syn is not None:
