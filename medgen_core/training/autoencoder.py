@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medgen_core.training.base import CSVLogger, IterationLoop, atomic_torch_save, cpu_state_dict, load_checkpoint
+from medgen_core.training.base import CSVLogger, IterationLoop, cpu_state_dict
 from medgen_core.training.distributed import resolve_distributed, shard_indices, wrap_ddp
 
 __all__ = ["AutoencoderTrainer", "SliceTrainer", "SliceTrainingConfig", "check_slices"]
@@ -165,23 +165,6 @@ class SliceTrainer(IterationLoop):
         loss.backward()
         self.opt.step()
         return {"loss": float(loss.detach()), "lr": lr}
-
-    def save_checkpoint(self) -> None:
-        state = {"iteration": self.iteration, "net": self.net.state_dict(), "opt": self.opt.state_dict(), "config": asdict(self.config)}
-        atomic_torch_save(state, self.output_dir / "checkpoint.pt")
-
-    def resume(self) -> bool:
-        """Resume from ``checkpoint.pt`` if present; returns whether it did."""
-        path = self.output_dir / "checkpoint.pt"
-        if not path.exists():
-            return False
-        state = load_checkpoint(path)
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.iteration = int(state["iteration"])
-        self.g.manual_seed(self._seed + self.iteration)
-        logger.info("resumed from %s at iteration %d", path, self.iteration)
-        return True
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The weights to ship: contiguous CPU tensors."""

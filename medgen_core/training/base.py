@@ -92,15 +92,48 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 class IterationLoop:
     """The optimiser-step loop shared by the iteration-based trainers (diffusion, autoencoder, restoration).
 
-    A subclass provides ``config`` (``iterations``, ``log_every``, ``checkpoint_every``), ``iteration``,
-    ``net``, ``device``, ``is_main``, ``distributed``, ``log`` (a :class:`CSVLogger` on rank 0, else None),
-    ``output_dir``, and the methods ``train_step() -> dict``, ``save_checkpoint()``, ``resume() -> bool`` and
-    ``export_state() -> dict``. :meth:`run` trains with a tqdm bar, logs rank-averaged stats every
+    A subclass provides ``config`` (a dataclass with ``iterations``, ``log_every``, ``checkpoint_every``),
+    ``iteration``, ``net``, ``opt``, ``g`` (its batch ``torch.Generator``) and ``_seed``, ``device``, ``is_main``,
+    ``distributed``, ``log`` (a :class:`CSVLogger` on rank 0, else None), ``output_dir``, and the methods
+    ``train_step() -> dict`` and ``export_state() -> dict``; it may extend the checkpoint through
+    :meth:`extra_checkpoint_state` / :meth:`load_extra_checkpoint_state`. :meth:`run` trains with a tqdm bar, logs rank-averaged stats every
     ``log_every`` steps (a collective: every rank takes part), checkpoints on rank 0, writes ``model.pt`` and
     ``loss_curve.png`` on rank 0, and returns ``model.pt``'s path on every rank (after a barrier).
     """
 
     progress_name = "train"
+
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        """More state to checkpoint (e.g. EMA weights); empty by default."""
+        return {}
+
+    def load_extra_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_checkpoint_state` saved."""
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` atomically: iteration, network, optimiser, config and the extra state."""
+        from dataclasses import asdict
+
+        state = {"iteration": self.iteration, "net": self.net.state_dict(), "opt": self.opt.state_dict(), "config": asdict(self.config),
+                 **self.extra_checkpoint_state()}
+        atomic_torch_save(state, Path(self.output_dir) / "checkpoint.pt")
+
+    def resume(self) -> bool:
+        """Resume from ``checkpoint.pt`` if present (read with ``weights_only=True``); returns whether it did.
+        The batch generator is reseeded with ``_seed + iteration``: a fresh but reproducible stream."""
+        import logging
+
+        path = Path(self.output_dir) / "checkpoint.pt"
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.load_extra_checkpoint_state(state)
+        self.iteration = int(state["iteration"])
+        self.g.manual_seed(self._seed + self.iteration)
+        logging.getLogger(type(self).__module__).info("resumed from %s at iteration %d", path, self.iteration)
+        return True
 
     def curve_title(self) -> str:
         return f"{self.progress_name} training loss"

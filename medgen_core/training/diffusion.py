@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler
 
-from medgen_core.training.base import CSVLogger, IterationLoop, atomic_torch_save, cpu_state_dict, load_checkpoint
+from medgen_core.training.base import CSVLogger, IterationLoop, cpu_state_dict
 from medgen_core.training.distributed import resolve_distributed, shard_indices, wrap_ddp
 
 __all__ = ["DiffusionTrainer", "DiffusionTrainingConfig", "null_class_id", "space_to_depth_factor"]
@@ -233,26 +233,12 @@ class DiffusionTrainer(IterationLoop):
         return x.to(self.device), (labels.to(self.device) if labels is not None else None)
 
     # -- checkpointing --------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        state = {"iteration": self.iteration, "net": self.net.state_dict(), "opt": self.opt.state_dict(), "config": asdict(self.config)}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        atomic_torch_save(state, self.output_dir / "checkpoint.pt")
+    def extra_checkpoint_state(self) -> dict:
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
 
-    def resume(self) -> bool:
-        """Resume from ``checkpoint.pt`` if present; returns whether it did."""
-        path = self.output_dir / "checkpoint.pt"
-        if not path.exists():
-            return False
-        state = load_checkpoint(path)
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
+    def load_extra_checkpoint_state(self, state: dict) -> None:
         if self.ema is not None:
             self.ema.load_state_dict(state.get("ema", state["net"]))
-        self.iteration = int(state["iteration"])
-        self.g.manual_seed(self._seed + self.iteration)  # a fresh but reproducible stream after resume
-        logger.info("resumed from %s at iteration %d", path, self.iteration)
-        return True
 
     # -- steps ----------------------------------------------------------------------------------
     def _set_lr(self) -> float:
