@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
+from medgen_core.bundles.runner import training_parser
 
 from medgen_core.bundles.weights import install_variant_weights
 
@@ -40,16 +40,8 @@ def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> 
 
     A finished run (checkpoint at the last epoch) only re-fits the sampling model (observation noise,
     latent mixture) and re-exports the weights."""
-    parser = ConfigParser()
-    parser.read_config(BUNDLE / "configs" / "train.json")
     out = runs_dir / mode
-    overrides: dict = {"bundle_root": str(BUNDLE), "output_dir": str(out), "mode": mode}
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if device:
-        overrides["device"] = f"$torch.device('{device}')"
-    parser.update(overrides)
-    parser.get_parsed_content("initialize")
+    parser = training_parser(BUNDLE, out, device, mode=mode, epochs=epochs)
     start = _epochs(out)
     t0 = time.time()
     model_path = Path(parser.get_parsed_content("trainer").run())

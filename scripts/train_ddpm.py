@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
+from medgen_core.bundles.runner import training_parser
 
 from medgen_core.bundles.weights import install_variant_weights
 
@@ -36,18 +36,8 @@ def _iterations(out: Path) -> int:
 
 def train(runs_dir: Path, iterations: int | None, batch_size: int | None, device: str | None) -> tuple[Path, float, int, int]:
     """Run ``train.json``; returns ``(model.pt, seconds, iterations done in this call, total iterations)``."""
-    parser = ConfigParser()
-    parser.read_config(BUNDLE / "configs" / "train.json")
     out = runs_dir / "ddpm"
-    overrides: dict = {"bundle_root": str(BUNDLE), "output_dir": str(out)}
-    if iterations is not None:
-        overrides["iterations"] = iterations
-    if batch_size is not None:
-        overrides["batch_size"] = batch_size
-    if device:
-        overrides["device"] = f"$torch.device('{device}')"
-    parser.update(overrides)
-    parser.get_parsed_content("initialize")
+    parser = training_parser(BUNDLE, out, device, iterations=iterations, batch_size=batch_size)
     start = _iterations(out)
     t0 = time.time()
     model_path = parser.get_parsed_content("trainer").run()

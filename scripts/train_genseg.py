@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
+from medgen_core.bundles.runner import training_parser
 
 from medgen_core.provenance import sha256_file
 
@@ -32,16 +32,7 @@ STEPS, PRETRAIN_STEPS = 400, 800  # the shipped schedule (train.json)
 
 def train(runs_dir: Path, steps: int | None, pretrain_steps: int | None, device: str | None) -> tuple[Path, float]:
     """Run ``train.json``; returns ``(model.pt, seconds)``."""
-    parser = ConfigParser()
-    parser.read_config(BUNDLE / "configs" / "train.json")
-    overrides: dict = {"bundle_root": str(BUNDLE), "output_dir": str(runs_dir / "genseg")}
-    for key, value in (("steps", steps), ("pretrain_steps", pretrain_steps)):
-        if value is not None:
-            overrides[key] = value
-    if device:
-        overrides["device"] = f"$torch.device('{device}')"
-    parser.update(overrides)
-    parser.get_parsed_content("initialize")
+    parser = training_parser(BUNDLE, runs_dir / "genseg", device, steps=steps, pretrain_steps=pretrain_steps)
     t0 = time.time()
     model_path = parser.get_parsed_content("trainer").run()
     return Path(model_path), time.time() - t0

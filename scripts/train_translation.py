@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
+from medgen_core.bundles.runner import training_parser
 
 from medgen_core.provenance import sha256_file
 
@@ -68,18 +68,9 @@ def write_sample_data(name: str, bundle: Path) -> Path | None:
 def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | None, datalist: str | None, device: str | None) -> tuple[Path, float, int]:
     """Run ``train.json``; returns ``(output folder, seconds, iterations done in this call)``."""
     bundle = BUNDLES[name]["dir"]
-    parser = ConfigParser()
-    parser.read_config(bundle / "configs" / "train.json")
     out = runs_dir / name
-    overrides = {"bundle_root": str(bundle), "output_dir": str(out), "epochs": epochs[0], "epochs_decay": epochs[1]}
-    if samples is not None:
-        overrides["samples_per_epoch"] = samples
-    if datalist:
-        overrides["datalist"] = str(Path(datalist).resolve())
-    if device:
-        overrides["device"] = f"$torch.device('{device}')"
-    parser.update(overrides)
-    parser.get_parsed_content("initialize")
+    parser = training_parser(bundle, out, device, epochs=epochs[0], epochs_decay=epochs[1], samples_per_epoch=samples,
+                             datalist=str(Path(datalist).resolve()) if datalist else None)
     start_iter = _iterations(out)
     t0 = time.time()
     parser.get_parsed_content("run")

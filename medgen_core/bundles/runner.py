@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from medgen_core.bundles.catalog import BundleInfo, get_bundle
 from medgen_core.errors import BundleError, ImageReadError, MedGenError
 
-__all__ = ["run_bundle_inference"]
+__all__ = ["run_bundle_inference", "training_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +84,21 @@ def run_bundle_inference(
     if not output_path.exists():
         raise BundleError(f"bundle {info.name} ran but wrote no output at {output_path}.")
     return output_path
+
+
+def training_parser(bundle_root: str | Path, output_dir: str | Path, device: str | None = None, config: str = "train.json",
+                    **overrides: Any) -> Any:
+    """A MONAI ``ConfigParser`` over ``configs/<config>`` of a bundle, with ``bundle_root``, ``output_dir``, the
+    optional torch ``device`` and every override that is not None set, and its ``initialize`` section run.
+    Used by the scripts that train the shipped weights (so they go through the bundle's own config)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle_root) / "configs" / config))
+    values: dict[str, Any] = {"bundle_root": str(bundle_root), "output_dir": str(output_dir)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if device:
+        values["device"] = f"$torch.device('{device}')"
+    parser.update(values)
+    parser.get_parsed_content("initialize")
+    return parser
