@@ -156,6 +156,19 @@ def calibration(real: np.ndarray, generated: np.ndarray, names: Sequence[str]) -
     return out
 
 
+
+def _save_png(fig: object, path: str | Path, title: str = "") -> Path:
+    """Title, tight layout, save as PNG and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
 def plot_calibration(real: np.ndarray, generated: np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Histograms of each column, real vs generated, in one PNG."""
     import matplotlib
@@ -178,13 +191,7 @@ def plot_calibration(real: np.ndarray, generated: np.ndarray, names: Sequence[st
     for j in range(len(names), rows * cols):
         axes[j // cols][j % cols].axis("off")
     axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path, title)
 
 
 def plot_signals(t_ms: np.ndarray, groups: dict[str, np.ndarray], path: str | Path, title: str = "", labels: Sequence[str] | None = None) -> Path:
@@ -207,10 +214,4 @@ def plot_signals(t_ms: np.ndarray, groups: dict[str, np.ndarray], path: str | Pa
             ax.tick_params(labelsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("ms", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path, title)
