@@ -1,0 +1,186 @@
+"""Write a generated volume as a DICOM series together with its provenance record.
+
+:func:`write_generated_dicom_series` is the DICOM counterpart of
+:func:`~medgen_core.provenance.stamp.write_generated_volume`:
+
+1. the volume is quantised and its geometry fitted (:func:`~medgen_core.io.dicom_writer.dicom_representation`);
+2. the slices are written into a temporary folder (:func:`~medgen_core.io.dicom_writer.write_dicom_series`,
+   which sets Synthetic Data YES, Contributing Equipment 109100 and the other standard marks);
+3. the folder is read back with :func:`~medgen_core.io.read_volume`; the values and geometry must be
+   exactly the predicted ones, and ``output.sha256`` is the pixel hash of what was read back, so
+   ``medgen provenance verify`` compares like with like;
+4. the record (compact JSON) is embedded in every file, in the private block
+   :data:`DICOM_PRIVATE_CREATOR` of group :data:`DICOM_PRIVATE_GROUP`:
+
+   ==============  ====  ========================================================
+   element         VR    content
+   ==============  ====  ========================================================
+   (0071,xx01)     UT    the provenance record, compact JSON (ASCII)
+   (0071,xx02)     LO    ``SYNTHETIC AI <generator name:version>``
+   (0071,xx03)     LO    the record's pixel sha256 (hex)
+   ==============  ====  ========================================================
+
+   (a private block rather than a standard text attribute: no standard attribute is meant for a
+   machine-readable record, and tools that do not know it keep it as opaque data or drop it);
+5. the folder is renamed into place and the sidecar ``<out_dir>.generated.json`` is written by the
+   same function that writes the sidecar of NIfTI/NRRD outputs (``file_sha256`` hashes the files of
+   the folder in name order). If the sidecar fails, the series is removed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgen_core.errors import ImageReadError, ImageWriteError, ProvenanceError
+from medgen_core.io import Volume, read_volume
+from medgen_core.io.dicom_writer import GEOMETRY_TOLERANCE_MM, WrittenDicomSeries, read_source_datasets, write_dicom_series
+from medgen_core.provenance.record import SCHEMA, GenerationMetadata, pixel_sha256
+from medgen_core.provenance.stamp import _write_sidecar_file
+
+__all__ = ["DICOM_PRIVATE_CREATOR", "DICOM_PRIVATE_GROUP", "read_embedded_dicom_record", "write_generated_dicom_series"]
+
+logger = logging.getLogger(__name__)
+
+DICOM_PRIVATE_GROUP = 0x0071
+DICOM_PRIVATE_CREATOR = "MEDGEN 1.0"
+_RECORD, _FLAG, _PIXEL_SHA = 0x01, 0x02, 0x03
+
+
+def write_generated_dicom_series(
+    volume: Volume,
+    out_dir: str | Path,
+    metadata: GenerationMetadata,
+    source: str | Path | None = None,
+    *,
+    keep_patient: bool = False,
+    series_description: str | None = None,
+    derivation_codes: Iterable[tuple[str, str, str]] = (),
+) -> Path:
+    """Write a generated volume as a DICOM series folder with its provenance embedded and in a sidecar.
+
+    Args:
+        volume: The generated volume.
+        out_dir: New (or empty) folder for the series.
+        metadata: The run's record; its ``output`` is overwritten (``format`` ``"dicom"``, the pixel
+            hash of the values as read back, their shape and spacing).
+        source: The input image; when it is DICOM its headers give the Source Image Sequence, the
+            Frame of Reference, the modality and (with ``keep_patient``) the patient/study identifiers.
+        keep_patient: Copy patient and study identifiers from a DICOM source (default: anonymous).
+        series_description: Series Description after ``AI-generated:`` (default: the task and generator).
+        derivation_codes: ``(value, scheme, meaning)`` codes for Derivation Code Sequence.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ImageWriteError: Bad destination, geometry DICOM cannot hold, or the write or read-back failed.
+        ProvenanceError: The record is not serialisable or the sidecar could not be written (series removed).
+    """
+    out_dir = Path(out_dir)
+    sources = read_source_datasets(source) if source is not None else []
+    inputs = [item["path"] for item in metadata.inputs] + ([source] if source is not None else [])
+    description = series_description or f"{metadata.task} by {metadata.generator}"
+    record_holder: dict[str, Any] = {}
+
+    def embed(series: WrittenDicomSeries) -> None:
+        back = _read_back(series)
+        metadata.output = {
+            "path": out_dir.name,
+            "sha256": pixel_sha256(back.array),
+            "format": "dicom",
+            "shape": list(back.shape),
+            "spacing": list(back.spacing),
+        }
+        record = record_holder["record"] = metadata.to_dict()
+        _embed_record(series.files, record, metadata.generator)
+
+    write_dicom_series(
+        volume,
+        out_dir,
+        series_description=description,
+        source_datasets=sources,
+        keep_patient=keep_patient,
+        generator=metadata.generator,
+        derivation_description=(f"{metadata.disclosure} Generated by {metadata.generator} (task {metadata.task}"
+                                f"{', bundle ' + metadata.bundle_id if metadata.bundle_id else ''}); "
+                                "provenance record in private block MEDGEN 1.0 and the .generated.json sidecar."),
+        derivation_codes=derivation_codes,
+        image_comments=metadata.disclosure,
+        inputs=inputs,
+        before_commit=embed,
+    )
+    try:
+        _write_sidecar_file(out_dir, record_holder["record"])
+    except BaseException as err:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(err, Exception):
+            raise ProvenanceError(f"{out_dir}: writing the provenance sidecar failed ({err}); series removed") from err
+        raise
+    logger.info("wrote generated DICOM series %s (%s) with provenance sidecar", out_dir, metadata.generator)
+    return out_dir
+
+
+def _read_back(series: WrittenDicomSeries) -> Volume:
+    """Read the temporary series as verify will, and insist it is exactly what was meant to be written."""
+    expected = series.volume
+    try:
+        back = read_volume(series.path, strict=False)
+    except ImageReadError as err:
+        raise ImageWriteError(f"{series.path}: the written DICOM series does not read back ({err})") from err
+    if back.shape != expected.shape or not np.array_equal(back.array, expected.array):
+        raise ImageWriteError(f"{series.path}: the DICOM series reads back with other values or shape {back.shape} than written {expected.shape}")
+    error = float(np.max(np.abs(back.affine - expected.affine)))
+    if error > GEOMETRY_TOLERANCE_MM:
+        raise ImageWriteError(f"{series.path}: the DICOM series reads back with another geometry (affine off by {error:.3g})")
+    return back
+
+
+def _embed_record(files: list[Path], record: dict[str, Any], generator: str) -> None:
+    """Add the private provenance block to every file of the series (in place, in the temporary folder)."""
+    import pydicom
+
+    compact = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    for file in files:
+        ds = pydicom.dcmread(str(file))
+        block = ds.private_block(DICOM_PRIVATE_GROUP, DICOM_PRIVATE_CREATOR, create=True)
+        block.add_new(_RECORD, "UT", compact)
+        block.add_new(_FLAG, "LO", f"SYNTHETIC AI {generator}"[:64])
+        block.add_new(_PIXEL_SHA, "LO", str(record["output"]["sha256"]))
+        ds.save_as(str(file), enforce_file_format=True)
+
+
+def read_embedded_dicom_record(path: str | Path) -> dict[str, Any] | None:
+    """The provenance record embedded in a DICOM series folder (or one ``.dcm`` file), or ``None``.
+
+    Raises:
+        ProvenanceError: The slices carry different records, or a record is not valid JSON.
+    """
+    import pydicom
+
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    texts: set[str] = set()
+    for file in files:
+        with contextlib.suppress(Exception):  # not DICOM, or unreadable: the pixel check reports it
+            ds = pydicom.dcmread(str(file), stop_before_pixels=True)
+            with contextlib.suppress(KeyError):
+                texts.add(str(ds.private_block(DICOM_PRIVATE_GROUP, DICOM_PRIVATE_CREATOR)[_RECORD].value).rstrip(" \x00"))
+    if not texts:
+        return None
+    if len(texts) > 1:
+        raise ProvenanceError(f"{path}: the slices carry {len(texts)} different provenance records")
+    try:
+        record = json.loads(texts.pop())
+    except ValueError as err:
+        raise ProvenanceError(f"{path}: embedded DICOM provenance record is not valid JSON ({err})") from err
+    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith(SCHEMA.split("/")[0]):
+        return None
+    return record
