@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
+__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageTooLargeError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
 
 
 class MedGenError(Exception):
@@ -11,6 +11,10 @@ class MedGenError(Exception):
 
 class ImageReadError(MedGenError, ValueError):
     """A file could not be read as a 3D image (missing, corrupt, unsupported, wrong shape, NaN/Inf, empty)."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """A header declares more voxels than the reading limit allows (see :mod:`medgen_core.io.limits`)."""
 
 
 class ImageWriteError(MedGenError, ValueError):
