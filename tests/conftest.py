@@ -11,6 +11,15 @@ os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("MEDGEN_TEST_THREADS", "
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# Provenance signing keys and trust list of this test session (also for the CLI subprocesses tests start):
+# a throwaway folder, never the user's ~/.medgen/keys.
+os.environ["MEDGEN_KEY_DIR"] = tempfile.mkdtemp(prefix="medgen-test-keys-")
+atexit.register(shutil.rmtree, os.environ["MEDGEN_KEY_DIR"], True)
+
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

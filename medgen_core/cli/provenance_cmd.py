@@ -1,6 +1,16 @@
-"""``medgen provenance show|verify FILE``: inspect and check the provenance of a generated file.
+"""``medgen provenance show|verify|trust|key``: inspect and check the signed provenance of a generated file.
 
-Exit codes of ``verify``: 0 intact, 1 modified, 3 missing (2 is any user error, from ``main``).
+Exit codes of ``verify`` (2 is any user error, from ``main``: empty or missing path, unreadable key file):
+
+* 0 ``intact``: content matches a record signed by a trusted key (this installation's, or one added with
+  ``medgen provenance trust add``);
+* 6 ``intact`` but signed by an UNTRUSTED key: the record is consistent, but whoever holds that key could
+  have written it for any image, so scripts that accept on exit 0 do not accept it;
+* 1 ``modified``: pixels, affine (origin, direction, spacing) or record changed since signing;
+* 3 ``missing``: no record at all;
+* 4 ``unsigned``: content matches a record without a signature (old files, hand-made records);
+* 5 ``forged``: a signature that does not verify (record edited after signing).
+
 ``show`` exits 0 when a record was found and 3 when there is none.
 """
 
@@ -11,19 +21,28 @@ import json
 from typing import Any
 
 from medgen_core.provenance import read_provenance, verify_provenance
+from medgen_core.provenance.signing import installation_key
+from medgen_core.provenance.trust import trust_add, trust_file, trust_remove, trusted_keys
 
-__all__ = ["EXIT_CODES", "register"]
+__all__ = ["EXIT_CODES", "EXIT_UNTRUSTED", "register"]
 
 #: Exit code of ``medgen provenance verify`` for each verification status.
-EXIT_CODES = {"intact": 0, "modified": 1, "missing": 3}
+EXIT_CODES = {"intact": 0, "modified": 1, "missing": 3, "unsigned": 4, "forged": 5}
+#: Exit code of ``verify`` for an intact record signed by a key that is not trusted.
+EXIT_UNTRUSTED = 6
+
+_VERIFY_HELP = ("check FILE against its signed record: exit 0 intact (trusted key), 6 intact but untrusted key, "
+                "1 modified, 3 missing, 4 unsigned, 5 forged, 2 bad input")
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``provenance`` command (with ``show`` and ``verify``) to the ``medgen`` parser."""
+    """Add the ``provenance`` command (``show``, ``verify``, ``trust``, ``key``) to the ``medgen`` parser."""
     parser = subparsers.add_parser(
         "provenance",
         help="show or verify the AI-generation record of a file",
-        description="Show or verify the provenance record (sidecar and embedded) of a generated file.",
+        description="Show or verify the signed provenance record (sidecar and embedded) of a generated file, "
+                    "and manage the keys whose signatures are trusted.",
+        epilog=_VERIFY_HELP,
     )
     actions = parser.add_subparsers(dest="provenance_action", metavar="ACTION", required=True)
 
@@ -32,12 +51,27 @@ def register(subparsers: Any) -> None:
     show.add_argument("--json", action="store_true", help="print the raw records as JSON")
     show.set_defaults(func=_show)
 
-    verify = actions.add_parser(
-        "verify", help="check FILE against its record (exit 0 intact, 1 modified, 3 missing)"
-    )
+    verify = actions.add_parser("verify", help=_VERIFY_HELP, description=_VERIFY_HELP)
     verify.add_argument("file", metavar="FILE", help="generated image or other output file")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=_verify)
+
+    trust = actions.add_parser("trust", help="manage the keys whose signatures verify as trusted")
+    trust_actions = trust.add_subparsers(dest="trust_action", metavar="TRUST_ACTION", required=True)
+    add = trust_actions.add_parser("add", help="trust the public key in KEY.pub (PEM, OpenSSH or base64)")
+    add.add_argument("key_file", metavar="KEY.pub", help="public key file, e.g. another installation's medgen_ed25519.pub")
+    add.add_argument("--name", default=None, help="label shown by 'trust list' (default: the file name)")
+    add.set_defaults(func=_trust_add)
+    listing = trust_actions.add_parser("list", help="list the trusted keys")
+    listing.set_defaults(func=_trust_list)
+    remove = trust_actions.add_parser("remove", help="stop trusting the key with id ID")
+    remove.add_argument("key_id", metavar="ID", help="key id as shown by 'trust list'")
+    remove.set_defaults(func=_trust_remove)
+
+    key = actions.add_parser("key", help="this installation's signing key")
+    key_actions = key.add_subparsers(dest="key_action", metavar="KEY_ACTION", required=True)
+    key_show = key_actions.add_parser("show", help="print the public key file and key id (creates the key on first use)")
+    key_show.set_defaults(func=_key_show)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -51,18 +85,23 @@ def _show(args: argparse.Namespace) -> int:
     sidecar, embedded = found["sidecar"], found["embedded"]
     record = embedded if embedded is not None else (sidecar or {}).get("record") or {}
     where = [name for name, value in (("sidecar", sidecar), ("embedded", embedded)) if value is not None]
+    output = record.get("output") or {}
+    signature = record.get("signature") or {}
     lines = [
         f"file:        {args.file}",
         f"found in:    {', '.join(where)}",
         f"generator:   {record.get('generator_name')}",
         f"version:     {record.get('generator_version')}",
         f"task:        {record.get('task')}",
+        f"source type: {record.get('digital_source_type')}",
         f"generated:   {record.get('generated_at')}",
         f"bundle:      {record.get('bundle_id')}",
         f"weights:     sha256 {record.get('weights_sha256')}",
         f"parameters:  {json.dumps(record.get('parameters') or {}, sort_keys=True)}",
         f"seed:        {record.get('seed')}",
-        f"output:      pixel sha256 {(record.get('output') or {}).get('sha256')}",
+        f"output:      pixel sha256 {output.get('sha256')}",
+        f"affine:      {json.dumps(output.get('affine'))}",
+        f"signature:   {signature.get('alg', '-')} by key {signature.get('key_id', '-')}" if signature else "signature:   none",
         f"run id:      {record.get('run_id')}",
         "inputs:",
     ]
@@ -79,8 +118,35 @@ def _verify(args: argparse.Namespace) -> int:
     result = verify_provenance(args.file)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-    elif result.status == "intact":
-        print("intact")
     else:
         print(f"{result.status}: {result.message}")
+    if result.status == "intact" and not result.trusted:
+        return EXIT_UNTRUSTED
     return EXIT_CODES[result.status]
+
+
+def _trust_add(args: argparse.Namespace) -> int:
+    key = trust_add(args.key_file, args.name)
+    print(f"trusted key {key.key_id} from {args.key_file} (list: {trust_file()})")
+    return 0
+
+
+def _trust_list(args: argparse.Namespace) -> int:
+    for key_id, entry in sorted(trusted_keys().items(), key=lambda kv: (not kv[1].own, kv[0])):
+        where = "this installation" if entry.own else f"{entry.name}, added {entry.added_at}"
+        print(f"{key_id}  {where}")
+    return 0
+
+
+def _trust_remove(args: argparse.Namespace) -> int:
+    key = trust_remove(args.key_id)
+    print(f"removed key {key.key_id} from the trust list")
+    return 0
+
+
+def _key_show(args: argparse.Namespace) -> int:
+    key = installation_key()
+    print(f"key id:      {key.public.key_id}")
+    print(f"public key:  {key.public_path}")
+    print(f"private key: {key.path} (keep it private)")
+    return 0
