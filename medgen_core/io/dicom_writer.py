@@ -488,7 +488,7 @@ def _overlapping_sources(sources: Sequence[Any], position: np.ndarray, normal: n
     offsets = np.array([(ipp - position) @ normal for _, ipp in planes])
     gaps = np.diff(np.sort(offsets))
     src_dz = float(np.median(gaps)) if gaps.size else float(usable[0].get("SliceThickness", dz) or dz)
-    near = [s for s, d in zip(usable, offsets) if abs(d) <= (src_dz + dz) / 2 + 1e-6]
+    near = [s for s, d in zip(usable, offsets) if abs(d) < (src_dz + dz) / 2 - 1e-6]  # slabs overlap (touching is not)
     return near or [usable[int(np.argmin(np.abs(offsets)))]]
 
 

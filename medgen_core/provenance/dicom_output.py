@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from medgen_core.errors import ImageReadError, ImageWriteError, ProvenanceError
-from medgen_core.io import Volume, read_volume
+from medgen_core.io import Volume, atomic_path, read_volume
 from medgen_core.io.dicom_writer import GEOMETRY_TOLERANCE_MM, WrittenDicomSeries, read_source_datasets, write_dicom_series
-from medgen_core.provenance.record import SCHEMA, GenerationMetadata, pixel_sha256
-from medgen_core.provenance.stamp import _write_sidecar_file
+from medgen_core.provenance.record import GenerationMetadata, sha256_file
+from medgen_core.provenance.signing import canonical_json
+from medgen_core.provenance.stamp import image_output, sidecar_path, stamp_record, write_sidecar_json
 
 __all__ = ["DICOM_PRIVATE_CREATOR", "DICOM_PRIVATE_GROUP", "read_embedded_dicom_record", "write_generated_dicom_series"]
 
@@ -92,14 +93,8 @@ def write_generated_dicom_series(
 
     def embed(series: WrittenDicomSeries) -> None:
         back = _read_back(series)
-        metadata.output = {
-            "path": out_dir.name,
-            "sha256": pixel_sha256(back.array),
-            "format": "dicom",
-            "shape": list(back.shape),
-            "spacing": list(back.spacing),
-        }
-        record = record_holder["record"] = metadata.to_dict()
+        metadata.output = image_output(back, out_dir.name, "dicom")
+        record = record_holder["record"] = stamp_record(metadata)
         _embed_record(series.files, record, metadata.generator)
 
     write_dicom_series(
@@ -118,7 +113,8 @@ def write_generated_dicom_series(
         before_commit=embed,
     )
     try:
-        _write_sidecar_file(out_dir, record_holder["record"])
+        with atomic_path(sidecar_path(out_dir)) as tmp:
+            write_sidecar_json(tmp, record_holder["record"], sha256_file(out_dir))
     except BaseException as err:
         shutil.rmtree(out_dir, ignore_errors=True)
         if isinstance(err, Exception):
@@ -147,7 +143,7 @@ def _embed_record(files: list[Path], record: dict[str, Any], generator: str) -> 
     """Add the private provenance block to every file of the series (in place, in the temporary folder)."""
     import pydicom
 
-    compact = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    compact = canonical_json(record).decode("ascii")
     for file in files:
         ds = pydicom.dcmread(str(file))
         block = ds.private_block(DICOM_PRIVATE_GROUP, DICOM_PRIVATE_CREATOR, create=True)
@@ -181,6 +177,6 @@ def read_embedded_dicom_record(path: str | Path) -> dict[str, Any] | None:
         record = json.loads(texts.pop())
     except ValueError as err:
         raise ProvenanceError(f"{path}: embedded DICOM provenance record is not valid JSON ({err})") from err
-    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith(SCHEMA.split("/")[0]):
+    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith("medgen-provenance/"):
         return None
     return record
