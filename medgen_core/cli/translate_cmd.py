@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen_core.bundles import BundleInfo, discover_bundles, get_bundle, run_bundle_inference
-from medgen_core.cli.upscale_cmd import check_output_path, device_override
+from medgen_core.bundles import BundleInfo, discover_bundles, get_bundle
+from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
+from medgen_core.cli.upscale_cmd import device_override
 from medgen_core.errors import BundleError
 from medgen_core.io import Volume, read_volume
 from medgen_core.utils.progress import progress_mode
@@ -26,13 +27,14 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("translate", help="translate a volume to another contrast (Pix2Pix / CycleGAN bundles)", description=__doc__)
     p.add_argument("input", type=Path, help="input image: .nii/.nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM series folder")
-    p.add_argument("output", type=Path, help="output image: .nii, .nii.gz or .nrrd (a provenance sidecar is written next to it)")
+    p.add_argument("output", type=Path, help="output image: .nii, .nii.gz or .nrrd, or a folder with --format dicom (a provenance sidecar is written next to it)")
     p.add_argument("--bundle", required=True, help="translation bundle name or folder, e.g. brain_tissue_to_t1_pix2pix, brain_t1_to_t2w_cyclegan")
     p.add_argument("--direction", default=None, choices=("a2b", "b2a"), help="for two-way (CycleGAN) bundles: a2b (default) or b2a")
     p.add_argument("--slice-axis", type=int, default=None, choices=(0, 1, 2), help="slice axis after reorientation to RAS (default 2: axial)")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage of the middle slice (input / output)")
+    add_output_format_arguments(p)
     p.add_argument("--progress", default=None, choices=("bar", "json"),
                    help="'json' also prints one 'MEDGEN_PROGRESS {...}' line per step to stdout (for GUIs); default: bar only")
     p.set_defaults(func=run)
@@ -56,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    check_output_path(args.input, args.output)
+    fmt = check_output(args.input, args.output, args.format, args.keep_patient_ids)
     source = read_volume(args.input)  # fail fast, with a clear message, before loading any model
     bundle = translation_bundle(args.bundle, args.direction)
     overrides = {k: v for k, v in (("direction", args.direction), ("slice_axis", args.slice_axis), ("batch_size", args.batch_size)) if v is not None}
-    out = run_bundle_inference(bundle, args.input, args.output, {**overrides, **device_override(args.device)})
-    result = read_volume(out)
+    out, result = run_bundle_to_output(bundle, args.input, args.output, {**overrides, **device_override(args.device)}, fmt,
+                                       keep_patient_ids=args.keep_patient_ids)
     what = bundle.metadata.get("medgen", {}).get("directions", {}).get(args.direction or "a2b", bundle.task)
     print(f"wrote {out} {result.shape} ({bundle.name}: {what}); provenance in {out}.generated.json")
     if args.preview:

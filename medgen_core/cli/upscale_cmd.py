@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen_core.bundles import get_bundle, run_bundle_inference
+from medgen_core.bundles import get_bundle
+from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
 from medgen_core.errors import BundleError, ImageWriteError
 from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, format_of, read_volume
+from medgen_core.io.dicom_writer import SPATIAL_RESAMPLING
 from medgen_core.utils.progress import progress_mode
 
 __all__ = ["register", "choose_variant", "check_output_path"]
@@ -22,7 +24,7 @@ DEFAULT_SR_BUNDLE = "brain_mri_super_resolution"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("upscale", help="super-resolve a volume (in-plane by default)", description=__doc__)
     p.add_argument("input", type=Path, help="input image: .nii/.nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM series folder")
-    p.add_argument("output", type=Path, help="output image: .nii, .nii.gz or .nrrd (a provenance sidecar is written next to it)")
+    p.add_argument("output", type=Path, help="output image: .nii, .nii.gz or .nrrd, or a folder with --format dicom (a provenance sidecar is written next to it)")
     p.add_argument("--scale", type=int, default=2, choices=(2, 4), help="upscaling factor (default 2)")
     p.add_argument("--degradation", default="mixed", choices=("mixed", "gaussian", "block", "kspace"),
                    help="which model variant: 'mixed' (default, robust to unknown scanners) or one trained for a specific degradation")
@@ -33,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--bundle", default=DEFAULT_SR_BUNDLE, help="super-resolution bundle name or folder")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage (input / bicubic / model)")
+    add_output_format_arguments(p)
     p.add_argument("--progress", default=None, choices=("bar", "json"),
                    help="'json' also prints one 'MEDGEN_PROGRESS {...}' line per step to stdout (for GUIs); default: bar only")
     p.set_defaults(func=run)
@@ -67,13 +70,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    check_output_path(args.input, args.output)
+    fmt = check_output(args.input, args.output, args.format, args.keep_patient_ids)
     source = read_volume(args.input)  # fail fast, with a clear message, before loading any model
     bundle = get_bundle(args.bundle)
     variant = choose_variant(bundle.variants, args.scale, args.degradation, args.variant)
     overrides = {"variant": variant, "axes": args.axes, "slice_axis": args.slice_axis, "batch_size": args.batch_size, **device_override(args.device)}
-    out = run_bundle_inference(bundle, args.input, args.output, overrides)
-    result = read_volume(out)
+    out, result = run_bundle_to_output(bundle, args.input, args.output, overrides, fmt, keep_patient_ids=args.keep_patient_ids,
+                                       derivation_codes=[SPATIAL_RESAMPLING])
     print(f"wrote {out} {source.shape} -> {result.shape}, spacing {tuple(round(s, 4) for s in result.spacing)} (variant {variant}); provenance in {out}.generated.json")
     if args.preview:
         write_sr_preview(source, result, int(bundle.variants[variant]["scale"]), args.preview, args.slice_axis)
