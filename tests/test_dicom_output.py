@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 
 from medgen_core.cli.main import main
-from medgen_core.errors import ImageWriteError
+from medgen_core.errors import ImageWriteError, ProvenanceError
 from medgen_core.inference import upscaled_affine
 from medgen_core.io import Volume, ras_to_lps, read_volume
 from medgen_core.io.dicom_writer import dicom_representation, read_source_datasets, write_dicom_series
@@ -206,7 +206,12 @@ def test_generated_series_verifies_intact_then_modified(tmp_path) -> None:
     assert read_embedded_dicom_record(out) == record  # the same record in every slice's private block
     assert all("SYNTHETIC AI rrdb:1.0.0" in str(ds.private_block(0x0071, "MEDGEN 1.0")[0x02].value) for ds in datasets(out))
     result = verify_provenance(out)
-    assert result.status == "intact", result.message
+    assert result.status == "intact" and result.details["sources"] == ["embedded", "sidecar"], result.message
+    backup = sidecar_path(out).read_bytes()
+    sidecar_path(out).unlink()  # the embedded record alone still verifies
+    result = verify_provenance(out)
+    assert result.status == "intact" and result.details["sources"] == ["embedded"], result.message
+    sidecar_path(out).write_bytes(backup)
 
     first = sorted(out.glob("*.dcm"))[1]
     ds = pydicom.dcmread(str(first))
@@ -216,6 +221,14 @@ def test_generated_series_verifies_intact_then_modified(tmp_path) -> None:
     ds.save_as(str(first))
     result = verify_provenance(out)
     assert result.status == "modified" and "pixel sha256" in result.message
+
+    ds = pydicom.dcmread(str(sorted(out.glob("*.dcm"))[0]))  # one slice's record edited: slices disagree
+    block = ds.private_block(0x0071, "MEDGEN 1.0")
+    block[0x01].value = str(block[0x01].value).replace('"task":"sr_x2"', '"task":"sr_x4"')
+    ds.save_as(str(sorted(out.glob("*.dcm"))[0]))
+    with pytest.raises(ProvenanceError, match="different provenance records"):
+        read_embedded_dicom_record(out)
+    assert verify_provenance(out).status == "modified"
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:
