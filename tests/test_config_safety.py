@@ -64,12 +64,15 @@ def test_targets(target: str, ok: bool) -> None:
 
 
 def test_config_messages_name_file_and_id() -> None:
-    config = {"a": [{"_target_": "os.system", "command": "x"}], "b": {"weights_only": False}, "c": "%/etc/passwd#x", "d": "%configs/other.json#x"}
+    config = {"a": [{"_target_": "os.system", "command": "x"}], "b": {"weights_only": False}, "c": "%/etc/passwd.json#x", "d": "%configs/other.json#x",
+              "e": "%a#0#command"}
     problems = check_config(config, "configs/inference.json")
     assert problems[0].startswith("configs/inference.json id 'a#0#_target_': 'os.system': ")
     assert any("id 'b#weights_only'" in p and "pickles" in p for p in problems)
-    assert any("id 'c'" in p and "only refer to files inside the bundle" in p for p in problems)
-    assert not any("id 'd'" in p for p in problems)
+    # a file macro loads a config relative to the working folder, unseen by the inspection: refused, even inside the bundle
+    assert any("id 'c'" in p and "only refer to ids of the same config" in p for p in problems)
+    assert any("id 'd'" in p and "only refer to ids of the same config" in p for p in problems)
+    assert not any("id 'e'" in p for p in problems)
 
 
 def test_logging_ini(tmp_path) -> None:
