@@ -231,6 +231,20 @@ def test_generated_series_verifies_intact_then_modified(tmp_path) -> None:
     assert verify_provenance(out).status == "modified"
 
 
+def test_generated_series_failure_leaves_nothing_and_stale_sidecar_is_replaced(tmp_path) -> None:
+    volume = Volume(smooth((6, 5, 3)), oblique_affine())
+    bad = GenerationMetadata.create(generator_name="rrdb", generator_version="1.0.0", task="sr_x2", parameters={"f": object()})
+    with pytest.raises(ProvenanceError, match="not"):
+        write_generated_dicom_series(volume, tmp_path / "gen", bad)
+    assert list(tmp_path.iterdir()) == []
+
+    sidecar_path(tmp_path / "gen").write_text('{"record": "of a series deleted long ago"}')
+    meta = GenerationMetadata.create(generator_name="rrdb", generator_version="1.0.0", task="sr_x2")
+    write_generated_dicom_series(volume, tmp_path / "gen", meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "gen.generated.json"]
+    assert verify_provenance(tmp_path / "gen").status == "intact"
+
+
 def _cli(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -253,7 +267,7 @@ def test_cli_upscale_dicom_series_from_dicom_input(tmp_path, capsys) -> None:
     slices = datasets(out)
     assert len(slices) == 3 and all(ds.SyntheticData == "YES" and ds.PatientName == "ANONYMOUS" for ds in slices)
     assert slices[0].DerivationCodeSequence[0].CodeValue == "113085" and "brain_mri_super_resolution" in slices[0].DerivationDescription
-    assert _cli(capsys, "provenance", "verify", out)[0] == 0
+    assert _cli(capsys, "provenance", "verify", f"{out}/")[0] == 0
 
     ds = slices[0]
     pixels = ds.pixel_array.copy()

@@ -22,9 +22,11 @@
 
    (a private block rather than a standard text attribute: no standard attribute is meant for a
    machine-readable record, and tools that do not know it keep it as opaque data or drop it);
-5. the folder is renamed into place and the sidecar ``<out_dir>.generated.json`` is written by the
-   same function that writes the sidecar of NIfTI/NRRD outputs (``file_sha256`` hashes the files of
-   the folder in name order). If the sidecar fails, the series is removed again.
+5. the sidecar ``<out_dir>.generated.json`` is staged by the same function that writes the sidecar of
+   NIfTI/NRRD outputs (``write_sidecar_json``; ``file_sha256`` hashes the files of the folder in name
+   order), then the folder is renamed into place, then the sidecar. Killed at any moment, this leaves
+   nothing new, or the new series whose every file carries the signed record (which verifies on its
+   own), or the new series and its sidecar; never a series with a sidecar that disagrees.
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medgen_core.errors import ImageReadError, ImageWriteError, ProvenanceError
-from medgen_core.io import Volume, atomic_path, read_volume
+from medgen_core.io import Volume, read_volume
 from medgen_core.io.dicom_writer import GEOMETRY_TOLERANCE_MM, WrittenDicomSeries, read_source_datasets, write_dicom_series
 from medgen_core.provenance.record import GenerationMetadata, sha256_file
 from medgen_core.provenance.signing import canonical_json
@@ -89,14 +93,38 @@ def write_generated_dicom_series(
     sources = read_source_datasets(source) if source is not None else []
     inputs = [item["path"] for item in metadata.inputs] + ([source] if source is not None else [])
     description = series_description or f"{metadata.task} by {metadata.generator}"
-    record_holder: dict[str, Any] = {}
+    side = sidecar_path(out_dir)
+    if side.is_dir():
+        raise ProvenanceError(f"{out_dir}: cannot write the provenance sidecar {side.name}: it is a directory; nothing written")
+    staged_side = side.with_name(f".tmp-{secrets.token_hex(6)}-{side.name}")
 
     def embed(series: WrittenDicomSeries) -> None:
         back = _read_back(series)
         metadata.output = image_output(back, out_dir.name, "dicom")
-        record = record_holder["record"] = stamp_record(metadata)
+        record = stamp_record(metadata)
         _embed_record(series.files, record, metadata.generator)
+        write_sidecar_json(staged_side, record, sha256_file(series.path))  # same file names and bytes as after the rename
+        with open(staged_side, "rb+") as handle:
+            os.fsync(handle.fileno())
+        side.unlink(missing_ok=True)  # a stale sidecar of a folder that does not exist (or is empty)
 
+    try:
+        _write(volume, out_dir, metadata, sources, keep_patient, description, derivation_codes, inputs, embed)
+        os.replace(staged_side, side)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            staged_side.unlink()
+        if isinstance(err, OSError) and out_dir.is_dir() and not side.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise ProvenanceError(f"{out_dir}: writing the provenance sidecar failed ({err}); series removed") from err
+        raise
+    logger.info("wrote generated DICOM series %s (%s) with provenance sidecar", out_dir, metadata.generator)
+    return out_dir
+
+
+def _write(volume: Volume, out_dir: Path, metadata: GenerationMetadata, sources: list[Any], keep_patient: bool,
+           description: str, derivation_codes: Iterable[tuple[str, str, str]], inputs: list[Any],
+           embed: Callable[[WrittenDicomSeries], None]) -> None:
     write_dicom_series(
         volume,
         out_dir,
@@ -112,16 +140,6 @@ def write_generated_dicom_series(
         inputs=inputs,
         before_commit=embed,
     )
-    try:
-        with atomic_path(sidecar_path(out_dir)) as tmp:
-            write_sidecar_json(tmp, record_holder["record"], sha256_file(out_dir))
-    except BaseException as err:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if isinstance(err, Exception):
-            raise ProvenanceError(f"{out_dir}: writing the provenance sidecar failed ({err}); series removed") from err
-        raise
-    logger.info("wrote generated DICOM series %s (%s) with provenance sidecar", out_dir, metadata.generator)
-    return out_dir
 
 
 def _read_back(series: WrittenDicomSeries) -> Volume:
