@@ -47,7 +47,7 @@ def read_source_datasets(path: str | Path) -> list[Any]:
             ds = pydicom.dcmread(str(file), stop_before_pixels=True)
         except Exception:  # not DICOM: ignored, as the series reader does
             continue
-        if "SOPInstanceUID" in ds:
+        if "SOPInstanceUID" in ds and "Rows" in ds:  # image objects only (no reports, structure sets ...)
             by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
     if not by_series:
         raise ImageReadError(f"{path}: no readable DICOM file found (expected the DICOM source series)")
