@@ -1,7 +1,17 @@
 """Read NIfTI, NRRD, MetaImage and DICOM files into a :class:`~medgen_core.io.volume.Volume`.
 
 Every failure is raised as :class:`~medgen_core.errors.ImageReadError` whose message names the file,
-says what is wrong and what was expected, so the CLI can print it as one line.
+says what is wrong and what was expected, on one line, so the CLI can print it as is.
+
+Order of work, so that hostile or broken files fail fast and with bounded memory:
+
+1. the header alone is parsed and checked (:mod:`~medgen_core.io.headers`,
+   :mod:`~medgen_core.io.header_checks`, :mod:`~medgen_core.io.dicom_series`): declared size against
+   :mod:`~medgen_core.io.limits`, voxel type, spacing and direction, detached data present and of the
+   declared length; compressed data is decompressed only up to the declared size;
+2. the voxels are read (nibabel for NIfTI, through a bounded stream; SimpleITK for the rest) and
+   converted to float32 under the voxel-type policy of :mod:`~medgen_core.io.validation`;
+3. the resulting affine is checked (finite, positive spacing, not singular), then the shape and values.
 
 NIfTI goes through nibabel (already RAS+). NRRD, MetaImage and DICOM go through SimpleITK, whose
 geometry is LPS+ and whose arrays are ``(Z, Y, X)``; both are converted here, exactly:
@@ -11,13 +21,22 @@ geometry is LPS+ and whose arrays are ``(Z, Y, X)``; both are converted here, ex
 
 from __future__ import annotations
 
+import errno
+import gzip
+import io
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medgen_core.errors import ImageReadError
+from medgen_core.io.dicom_series import check_dicom_file, series_files
+from medgen_core.io.header_checks import check_meta, check_nifti, check_nrrd, nifti_data_offset
+from medgen_core.io.headers import read_meta_header, read_nifti_header, read_nrrd_header
+from medgen_core.io.limits import BoundedStream
+from medgen_core.io.validation import check_affine, one_line, to_float32
 from medgen_core.io.volume import FORMAT_BY_SUFFIX, Volume, format_of, lps_to_ras
 
 __all__ = ["SUPPORTED_READ_SUFFIXES", "read_volume"]
@@ -35,8 +54,9 @@ def read_volume(path: str | Path, *, strict: bool = True) -> Volume:
     ``(X, Y)`` become ``(X, Y, 1)``.
 
     Args:
-        path: A ``.nii``/``.nii.gz``, ``.nrrd``/``.nhdr``, ``.mha``/``.mhd`` or ``.dcm`` file, or a
-            directory containing a DICOM series (the series with the most files is read).
+        path: A ``.nii``/``.nii.gz`` (or NIfTI ``.hdr``/``.img`` pair), ``.nrrd``/``.nhdr``,
+            ``.mha``/``.mhd`` or ``.dcm`` file, or a directory containing a DICOM series (the series
+            with the most image files is read).
         strict: If ``True`` (default), also refuse NaN/Inf voxels and empty volumes (no voxels, or
             every voxel exactly zero). ``False`` skips these value checks (used to hash whatever
             pixels a file holds).
@@ -46,7 +66,9 @@ def read_volume(path: str | Path, *, strict: bool = True) -> Volume:
 
     Raises:
         ImageReadError: The file is missing, has an unsupported extension, is truncated or corrupt,
-            is 1D or truly 4D+, or (``strict``) holds NaN/Inf values or is empty.
+            declares more voxels than the limit, has a non-real voxel type, degenerate geometry
+            (zero/negative/NaN spacing, singular affine), a DICOM series with missing, duplicate or
+            mixed slices, is 1D or truly 4D+, or (``strict``) holds NaN/Inf values or is empty.
 
     Example:
         >>> vol = read_volume("t1.nii.gz")  # doctest: +SKIP
@@ -54,37 +76,46 @@ def read_volume(path: str | Path, *, strict: bool = True) -> Volume:
         ((182, 218, 182), (1.0, 1.0, 1.0))
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found (expected an existing image file or DICOM directory)")
-    if path.is_dir():
-        fmt = "dicom"
-        array, affine = _read_dicom_dir(path)
-    else:
-        known = format_of(path)
-        if known is None:
-            raise ImageReadError(
-                f"{path}: unsupported file extension {''.join(path.suffixes) or '(none)'!r}; "
-                f"expected one of {', '.join(SUPPORTED_READ_SUFFIXES)} or a DICOM series directory"
-            )
-        fmt = known[0]
-        try:
-            if fmt == "nifti":
-                array, affine = _read_nifti(path)
-            else:
-                array, affine = _read_sitk(_sitk().ReadImage(str(path)), path)
-        except ImageReadError:
-            raise
-        except Exception as err:  # library errors vary (EOFError, zlib.error, RuntimeError, ...)
-            raise ImageReadError(
-                f"{path}: cannot read as {fmt.upper()} ({type(err).__name__}: {err}); "
-                "the file may be truncated or corrupt"
-            ) from err
+    _check_input_path(path)
+    known = ("dicom", "") if path.is_dir() else format_of(path)
+    if known is None:
+        raise ImageReadError(
+            f"{path}: unsupported file extension {''.join(path.suffixes) or '(none)'!r}; "
+            f"expected one of {', '.join(SUPPORTED_READ_SUFFIXES)} or a DICOM series directory"
+        )
+    fmt = known[0]
+    try:
+        array, affine = _read_dicom_dir(path) if path.is_dir() else _READERS[fmt](path)
+    except ImageReadError:
+        raise
+    except Exception as err:  # library errors vary (EOFError, zlib.error, RuntimeError, ...)
+        raise ImageReadError(
+            f"{path}: cannot read as {fmt.upper()} ({type(err).__name__}: {one_line(err)}); "
+            "the file may be truncated or corrupt"
+        ) from err
 
+    check_affine(affine, path, source=f"{fmt.upper()} geometry")
     array = _to_3d(array, path)
     if strict:
         _check_values(array, path)
     logger.debug("read %s: format=%s shape=%s", path, fmt, array.shape)
     return Volume(array=array, affine=affine, path=path, format=fmt)
+
+
+def _check_input_path(path: Path) -> None:
+    """Missing, symlink loop, not a file or folder, unreadable: one line each."""
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ImageReadError(f"{path}: is a symlink loop; expected an existing image file or DICOM directory") from None
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found (expected an existing image file or DICOM directory)")
+    if not path.is_dir() and not path.is_file():
+        raise ImageReadError(f"{path}: is not a regular file (device, FIFO or socket); expected an image file")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise ImageReadError(f"{path}: permission denied; expected a readable image file or DICOM directory")
 
 
 def _sitk() -> Any:
@@ -95,40 +126,65 @@ def _sitk() -> Any:
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI file with nibabel, forcing the data to be read (so truncation fails here)."""
+    """Check the raw header, then read through nibabel; ``.nii.gz`` through a stream bounded by the declared size."""
     import nibabel as nib
 
-    img = nib.load(str(path))
-    array = np.asarray(img.get_fdata(dtype=np.float32))
+    header = read_nifti_header(path)
+    declared = check_nifti(header)
+    if header.data_files or not path.name.lower().endswith(".gz"):
+        img = nib.load(str(path))
+        return _nifti_array(img, path), np.asarray(img.affine, dtype=np.float64)
+    klass = nib.Nifti2Image if int(header.fields["sizeof_hdr"]) == 540 else nib.Nifti1Image
+    end = nifti_data_offset(header) + int(np.prod(declared.shape)) * declared.dtype.itemsize
+    with gzip.open(path, "rb") as raw:
+        stream = io.BufferedReader(BoundedStream(raw, end))
+        img = klass.from_file_map(klass.make_file_map({"image": stream, "header": stream}), mmap=False)
+        array = _nifti_array(img, path)
+        if raw.tell() >= end and raw.read(1):
+            raise ImageReadError(
+                f"{path}: compressed data continue past the {end} bytes the header declares (a decompression "
+                "bomb or trailing data); refusing to read it"
+            )
     return array, np.asarray(img.affine, dtype=np.float64)
 
 
+def _nifti_array(img: Any, path: Path) -> np.ndarray:
+    """Unscaled data under the voxel-type policy; scaled data as nibabel scales it (float32)."""
+    proxy = img.dataobj
+    if (float(proxy.slope), float(proxy.inter)) == (1.0, 0.0):
+        return to_float32(np.asanyarray(proxy.get_unscaled()), path)
+    return np.asarray(img.get_fdata(dtype=np.float32))
+
+
+def _read_sitk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """NRRD / MetaImage / single DICOM file: header checks first, then SimpleITK."""
+    fmt = format_of(path)[0]  # type: ignore[index]
+    if fmt == "nrrd":
+        check_nrrd(read_nrrd_header(path))
+    elif fmt == "mha":
+        check_meta(read_meta_header(path))
+    else:
+        check_dicom_file(path)
+    return _read_sitk(_sitk().ReadImage(str(path)), path)
+
+
 def _read_dicom_dir(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read the DICOM series with the most files in ``path``."""
+    """Read the checked, sorted DICOM series of ``path`` (see :mod:`~medgen_core.io.dicom_series`)."""
+    files = series_files(path)
     sitk = _sitk()
-    try:
-        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-    except Exception as err:
-        raise ImageReadError(f"{path}: cannot scan directory for DICOM series ({err})") from err
-    if not series_ids:
-        raise ImageReadError(f"{path}: directory contains no DICOM series (expected DICOM slice files)")
-    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), sid) for sid in series_ids}
-    best = max(series_ids, key=lambda sid: len(files_by_series[sid]))
-    if len(series_ids) > 1:
-        logger.info(
-            "%s: %d DICOM series found; reading %s (%d files)",
-            path, len(series_ids), best, len(files_by_series[best]),
-        )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files_by_series[best])
+    reader.SetFileNames([str(f) for f in files])
     try:
         image = reader.Execute()
     except Exception as err:
         raise ImageReadError(
-            f"{path}: cannot read DICOM series {best} ({type(err).__name__}: {err}); "
+            f"{path}: cannot read DICOM series ({type(err).__name__}: {one_line(err)}); "
             "a slice may be truncated or corrupt"
         ) from err
     return _read_sitk(image, path)
+
+
+_READERS = {"nifti": _read_nifti, "nrrd": _read_sitk_file, "mha": _read_sitk_file, "dicom": _read_sitk_file}
 
 
 def _read_sitk(image: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +198,8 @@ def _read_sitk(image: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     dim = image.GetDimension()
     # SimpleITK arrays are indexed in reverse order (Z, Y, X); transpose back to (X, Y, Z, ...).
-    array = sitk.GetArrayViewFromImage(image)
-    array = np.asarray(array, dtype=np.float32).transpose(tuple(range(array.ndim - 1, -1, -1)))
+    array = to_float32(sitk.GetArrayViewFromImage(image), path)
+    array = array.transpose(tuple(range(array.ndim - 1, -1, -1)))
     n = min(dim, 3)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)

@@ -23,10 +23,13 @@ __all__ = ["FORMAT_BY_SUFFIX", "LPS_TO_RAS", "Volume", "format_of", "lps_to_ras"
 #: Flips x and y: ``affine_ras = LPS_TO_RAS @ affine_lps`` and ``affine_lps = LPS_TO_RAS @ affine_ras``.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-#: File name endings this package knows, longest first, and the format name each one means.
+#: File name endings this package knows, longest first, and the format name each one means
+#: (``.hdr``/``.img``: a NIfTI-1/-2 pair; Analyze 7.5 files without the NIfTI magic are refused).
 FORMAT_BY_SUFFIX: dict[str, str] = {
     ".nii.gz": "nifti",
     ".nii": "nifti",
+    ".hdr": "nifti",
+    ".img": "nifti",
     ".nrrd": "nrrd",
     ".nhdr": "nrrd",
     ".mha": "mha",

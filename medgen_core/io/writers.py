@@ -2,8 +2,13 @@
 
 The file is first written to a hidden temporary file in the destination directory (with the same
 extension, so nibabel/pynrrd pick the right format), flushed to disk with ``fsync`` and then moved
-into place with :func:`os.replace`. If anything fails, the temporary file is removed and the
-destination is left untouched.
+into place with :func:`os.replace`. If anything fails, the temporary file (and any folder created
+for it) is removed and the destination is left untouched.
+
+Before anything is written, :func:`~medgen_core.io.file_sets.check_output_path` refuses a destination
+that is any file of an input (the header, a detached ``.raw``/``.zraw``/LIST/pattern data file, a
+NIfTI ``.img``, a file of a DICOM folder; by resolved path and by inode, so symlinks and hardlinks
+count), an existing folder, a non-regular file, a symlink loop, or one in a read-only folder.
 
 Generated images must not be written with :func:`write_volume` directly: use
 :func:`medgen_core.provenance.write_generated_volume`, which embeds the provenance record.
@@ -22,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medgen_core.errors import ImageWriteError
+from medgen_core.io.file_sets import check_output_path
 from medgen_core.io.volume import Volume, format_of, ras_to_lps
 
 __all__ = ["SUPPORTED_WRITE_SUFFIXES", "atomic_path", "write_volume"]
@@ -55,8 +61,9 @@ def write_volume(
     Args:
         volume: The volume to write.
         path: Destination file; its parent directory is created if needed.
-        inputs: Files this volume was derived from. The destination must not be any of them, nor
-            ``volume.path``: inputs are never overwritten.
+        inputs: Files this volume was derived from. The destination must not be any file of any of
+            them (header, detached data, DICOM folder member), nor of ``volume.path``: inputs are
+            never overwritten.
         extra_nrrd_fields: NRRD only: extra ``key:=value`` fields (single-line ASCII strings).
         nifti_extensions: NIfTI only: ``nibabel.nifti1.Nifti1Extension`` objects to add.
         nifti_descrip: NIfTI only: the ``descrip`` header text (truncated to 79 bytes).
@@ -65,8 +72,9 @@ def write_volume(
         The destination path.
 
     Raises:
-        ImageWriteError: Unsupported extension, destination is an input, options that do not match
-            the format, non-finite voxels, or the underlying library failed.
+        ImageWriteError: Unsupported extension, destination is (a file of) an input, an existing
+            folder, a symlink loop or in a read-only folder, options that do not match the format,
+            non-finite voxels, or the underlying library failed.
     """
     path = Path(path)
     known = format_of(path)
@@ -76,9 +84,7 @@ def write_volume(
             f"expected one of {', '.join(SUPPORTED_WRITE_SUFFIXES)}"
         )
     fmt = known[0]
-    _refuse_overwriting_inputs(path, [p for p in (volume.path, *inputs) if p is not None])
-    if path.is_dir():
-        raise ImageWriteError(f"{path}: is a directory; expected a file path")
+    check_output_path([volume.path, *inputs], path)
     if fmt != "nrrd" and extra_nrrd_fields:
         raise ImageWriteError(f"{path}: extra_nrrd_fields given but the output is {fmt.upper()}, not NRRD")
     if fmt != "nifti" and (nifti_extensions or nifti_descrip):
@@ -87,17 +93,20 @@ def write_volume(
         n_bad = int(volume.array.size - np.isfinite(volume.array).sum())
         raise ImageWriteError(f"{path}: volume has {n_bad} NaN/Inf voxels; refusing to write non-finite values")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(path)
     try:
         with atomic_path(path) as tmp:
             if fmt == "nifti":
                 _write_nifti(volume, tmp, nifti_extensions or (), nifti_descrip)
             else:
                 _write_nrrd(volume, tmp, extra_nrrd_fields or {})
-    except ImageWriteError:
-        raise
-    except Exception as err:
-        raise ImageWriteError(f"{path}: writing {fmt.upper()} failed ({type(err).__name__}: {err})") from err
+    except BaseException as err:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(err, ImageWriteError) or not isinstance(err, Exception):
+            raise
+        raise ImageWriteError(f"{path}: writing {fmt.upper()} failed ({type(err).__name__}: {' '.join(str(err).split())})") from err
     logger.debug("wrote %s: shape=%s spacing=%s", path, volume.shape, volume.spacing)
     return path
 
@@ -139,20 +148,23 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parent folders of ``path``; return the ones created (outermost first)."""
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ImageWriteError(f"{path}: cannot create the output folder ({type(err).__name__}: {err})") from err
+    return list(reversed(missing))
+
+
 def _refuse_overwriting_inputs(path: Path, inputs: Sequence[str | Path]) -> None:
-    """Raise if ``path`` is (or resolves to) one of ``inputs``."""
-    target = path.resolve()
-    for item in inputs:
-        item = Path(item)
-        same = item.resolve() == target
-        if not same and item.exists() and path.exists():
-            with contextlib.suppress(OSError):
-                same = os.path.samefile(item, path)
-        if same:
-            raise ImageWriteError(
-                f"{path}: output path is the input file {item}; refusing to overwrite an input "
-                "(choose a different output path)"
-            )
+    """Raise if ``path`` is any file of ``inputs`` or cannot be written (kept for callers of the old name)."""
+    check_output_path(inputs, path)
 
 
 def _write_nifti(volume: Volume, tmp: Path, extensions: Sequence[Any], descrip: str | None) -> None:
