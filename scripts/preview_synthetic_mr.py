@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.imshow(img.T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest")
             ax.set_title(title, fontsize=6, pad=1)
         axes[r, 2 * c].text(0.0, -0.04, _caption(i, draw["params"]), transform=axes[r, 2 * c].transAxes, fontsize=5, va="top")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.98, bottom=0.02, wspace=0.05, hspace=0.55)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.98, bottom=0.06, wspace=0.05, hspace=0.6)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=80, format="png")

@@ -161,12 +161,14 @@ class SyntheticSRPairs(IterableDataset):
         exclude_heldout: never read the held-out MNI slab (see the module docstring).
         plane_probs: probabilities of axial, coronal, sagittal planes (2D).
         interpolate: also return ``lr_on_hr``, the cubic B-spline of ``lr`` on the HR grid.
+        source: source maps (default: :func:`mni_synthetic_source` ``(exclude_heldout)``).
         **chain_kwargs: more :class:`~medgen_core.transforms.synthetic_mr.SyntheticSRPaird` arguments (kinds, ...).
     """
 
     def __init__(self, patch_size: Sequence[int] = (96, 96), axes_mode: str = "inplane", factors: Sequence[float] = (2,),
                  seed: int = 0, num_samples: int | None = None, exclude_heldout: bool = True,
-                 plane_probs: Sequence[float] = (0.5, 0.25, 0.25), interpolate: bool = False, **chain_kwargs: Any) -> None:
+                 plane_probs: Sequence[float] = (0.5, 0.25, 0.25), interpolate: bool = False,
+                 source: SyntheticSource | None = None, **chain_kwargs: Any) -> None:
         self.patch_size = tuple(int(n) for n in patch_size)
         if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 8:
             raise ValueError(f"SyntheticSRPairs: patch_size must be 2 or 3 sizes >= 8, got {tuple(patch_size)}.")
@@ -178,7 +180,7 @@ class SyntheticSRPairs(IterableDataset):
         self.plane_probs, self.seed, self.num_samples, self.interpolate = probs / probs.sum(), int(seed), num_samples, interpolate
         self.chain_kwargs = {"axes_mode": axes_mode, "factors": tuple(factors), **chain_kwargs}
         SyntheticSRPaird(self.patch_size, **self.chain_kwargs)  # validate the arguments now
-        self.source = mni_synthetic_source(exclude_heldout)
+        self.source = mni_synthetic_source(exclude_heldout) if source is None else source
         self._stream: _Stream | None = None
 
     def _new_stream(self, seed: int) -> _Stream:

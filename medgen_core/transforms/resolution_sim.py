@@ -88,11 +88,29 @@ def lr_centres(n_lr: int, factor: float) -> np.ndarray:
     return (np.arange(n_lr, dtype=np.float64) + 0.5) * float(factor) - 0.5
 
 
+def _gaussian_matrix(n_hr: int, factor: float, sigma: float) -> np.ndarray:
+    """Point-sampled Gaussian rows centred on :func:`lr_centres` (any factor; see :func:`axis_operator`)."""
+    idx = np.arange(n_hr, dtype=np.float64)[None, :]
+    offset = idx - lr_centres(int(round(n_hr / factor)), factor)[:, None]
+    d = np.exp(-0.5 * (offset / sigma) ** 2)
+    d[np.abs(offset) > 4.0 * sigma + 0.5] = 0.0
+    return d / d.sum(axis=1, keepdims=True)
+
+
+def _box_matrix(n_hr: int, factor: float, thickness: float) -> np.ndarray:
+    """Exact slab averages ``[c_k - T/2, c_k + T/2]`` of the piecewise-constant HR signal (any factor)."""
+    c = lr_centres(int(round(n_hr / factor)), factor)[:, None]
+    idx = np.arange(n_hr, dtype=np.float64)[None, :]
+    d = np.clip(np.minimum(idx + 0.5, c + thickness / 2) - np.maximum(idx - 0.5, c - thickness / 2), 0.0, None)
+    return d / d.sum(axis=1, keepdims=True)
+
+
 def axis_operator(n_hr: int, factor: float, kind: str, width: float | None = None) -> np.ndarray:
     """Matrix ``(n_lr, n_hr)``, ``lr = D @ hr`` along one axis, for ``kind`` ``"gaussian"`` (``width`` = sigma)
     or ``"box"`` (``width`` = slab thickness, default ``factor``), both in HR voxels; ``n_hr = n_lr * factor``
-    must hold (see :func:`exact_lengths`)."""
-    n_used, n_lr = exact_lengths(n_hr, factor)
+    must hold (see :func:`exact_lengths`). Integer factors use
+    :func:`~medgen_core.transforms.degradation.degradation_matrix` where it applies."""
+    n_used, _ = exact_lengths(n_hr, factor)
     if n_used != n_hr:
         raise ValueError(f"axis_operator: {n_hr} voxels is not a whole multiple of factor {factor}; crop to {n_used} first.")
     if kind == "gaussian":
@@ -100,30 +118,22 @@ def axis_operator(n_hr: int, factor: float, kind: str, width: float | None = Non
             raise ValueError(f"axis_operator: the gaussian needs a sigma > 0, got {width}.")
         if _is_integer(factor):
             return degradation_matrix(n_hr, int(round(factor)), "gaussian", sigma=width)
-        idx = np.arange(n_hr, dtype=np.float64)
-        d = np.exp(-0.5 * ((idx[None, :] - lr_centres(n_lr, factor)[:, None]) / width) ** 2)
-        d[np.abs(idx[None, :] - lr_centres(n_lr, factor)[:, None]) > 4.0 * width + 0.5] = 0.0
-        return d / d.sum(axis=1, keepdims=True)
+        return _gaussian_matrix(n_hr, factor, width)
     if kind == "box":
         thickness = float(factor) if width is None else float(width)
         if thickness <= 0:
             raise ValueError(f"axis_operator: the box needs a thickness > 0, got {width}.")
         if _is_integer(factor) and abs(thickness - factor) < _TOL:
             return degradation_matrix(n_hr, int(round(factor)), "block")
-        c = lr_centres(n_lr, factor)[:, None]
-        lo = np.maximum(np.arange(n_hr)[None, :] - 0.5, c - thickness / 2)
-        hi = np.minimum(np.arange(n_hr)[None, :] + 0.5, c + thickness / 2)
-        d = np.clip(hi - lo, 0.0, None)
-        return d / d.sum(axis=1, keepdims=True)
+        return _box_matrix(n_hr, factor, thickness)
     raise ValueError(f"axis_operator: kind must be 'gaussian' or 'box', got {kind!r}.")
 
 
-def _kspace_axis(x: torch.Tensor, factor: float, dim: int) -> torch.Tensor:
-    """The ``n_lr`` lowest frequencies of ``x`` along ``dim``, sampled at the centres ``c_k`` (``n = n_lr * factor``)."""
+def _kspace_general(x: torch.Tensor, factor: float, dim: int) -> torch.Tensor:
+    """The ``n_lr`` lowest frequencies of ``x`` along ``dim``, sampled at the centres ``c_k`` (``n = n_lr * factor``):
+    with ``n / n_lr = factor`` the shifted inverse DFT on the LR grid is exact for non-integer factors too."""
     n_hr = x.shape[dim]
     n_lr = int(round(n_hr / factor))
-    if _is_integer(factor):
-        return degrade(x, int(round(factor)), "kspace", axes=(dim,))
     spectrum = torch.fft.fft(x.to(torch.float64), dim=dim)
     freqs = torch.round(torch.fft.fftfreq(n_hr, dtype=torch.float64) * n_hr)
     shape = [1] * x.dim()
@@ -132,6 +142,12 @@ def _kspace_axis(x: torch.Tensor, factor: float, dim: int) -> torch.Tensor:
     keep = torch.cat([torch.arange(0, (n_lr + 1) // 2), torch.arange(-(n_lr // 2), 0)])
     truncated = torch.index_select(spectrum, dim, torch.remainder(keep, n_hr))
     return (torch.fft.ifft(truncated, dim=dim).real * (n_lr / n_hr)).to(x.dtype)
+
+
+def _kspace_axis(x: torch.Tensor, factor: float, dim: int) -> torch.Tensor:
+    if _is_integer(factor):
+        return degrade(x, int(round(factor)), "kspace", axes=(dim,))
+    return _kspace_general(x, factor, dim)
 
 
 @dataclass(frozen=True)

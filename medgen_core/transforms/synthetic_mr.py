@@ -27,8 +27,9 @@ Iglesias et al., Science Advances 2023):
   resolution step blurs it at the atlas resolution (sigma ~0.75); in 2D the smoothed field is scaled to
   the std a 3D blur leaves, ``(4 pi sigma^2)^(-3/4)`` (0.42-0.15), so 2D and 3D draws are equally noisy.
   Partial-volume mixing of the class means (deviation: SynthSeg samples hard labels, then blurs).
-* scaling +-0.2, rotation +-15 deg, shearing +-0.012 (SynthSeg); translation +-``translate_range``
-  voxels around the chosen patch centre; left-right flip p 0.5.
+* scaling +-0.2, rotation +-15 deg, shearing +-0.012 (SynthSeg); left-right flip p 0.5. Translation: the
+  patch is centred on a random brain voxel (:mod:`medgen_core.data.synthetic_sr`), plus U[-t, t] voxels
+  with ``translate_range`` t (0 by default: the random centre already spans the brain).
 * elastic: std U[0, 4] voxels on a control grid of 25-voxel spacing (SynthSeg ``nonlin_std`` 4 at
   ``nonlin_scale`` 0.04 of the image size), cubic (2D) / linear (3D) interpolation. Deviation: the field
   is used as a displacement, not integrated as a velocity (scaling and squaring); at this smoothness it
