@@ -433,3 +433,14 @@ def test_killed_file_writer_is_recovered_on_next_write(tmp_path) -> None:
     write_generated_file(path, lambda tmp: tmp.write_text("third,table\n"), GenerationMetadata(generator_name="g", generator_version="3", task="t"))
     assert verify_provenance(path).status == "intact"  # ... until the next access rolls it forward, then writes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marker", "table.csv", "table.csv.generated.json"]
+
+    from medgen_core.provenance.pairs import journal_path
+
+    # A journal this module did not write (renaming another file over the table) is refused, nothing renamed.
+    (tmp_path / "notes.txt").write_text("keep me")
+    journal_path(path).write_text(json.dumps({"schema": "medgen-pair-journal/1", "renames": [["notes.txt", "table.csv"]]}))
+    result = verify_provenance(path)
+    assert result.status == "modified" and "not a commit journal of table.csv" in result.message
+    with pytest.raises(ProvenanceError, match="not a commit journal of table.csv"):
+        write_sidecar(path, GenerationMetadata(generator_name="g", generator_version="4", task="t"))
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and path.read_text() == "third,table\n"

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from medgen_core.errors import ImageWriteError
 from medgen_core.provenance.pairs import staged_pair
 from medgen_core.provenance.record import GenerationMetadata, sha256_file
-from medgen_core.provenance.stamp import write_sidecar_json, file_output, stamp_record
+from medgen_core.provenance.stamp import file_output, refuse_inputs, stamp_record, write_sidecar_json
 
 __all__ = ["write_generated_file"]
 
@@ -47,8 +47,7 @@ def write_generated_file(path: str | Path, write: Callable[[Path], Any], metadat
         with contextlib.suppress(OSError):
             if Path(item["path"]).resolve() == path.resolve():
                 raise ImageWriteError(f"{path}: is an input of this run ({item['role']}); refusing to overwrite it, choose another output path")
-    if path.is_dir():
-        raise ImageWriteError(f"{path}: is a directory; expected a file path")
+    refuse_inputs(path, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     with staged_pair(path) as (tmp_file, tmp_sidecar):
         write(tmp_file)

@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 
 from medgen_core.errors import ImageWriteError, ProvenanceError
-from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, atomic_path, format_of, ras_to_lps, write_volume
-from medgen_core.io.writers import _refuse_overwriting_inputs
+from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, atomic_path, check_output_path, format_of, ras_to_lps, write_volume
 from medgen_core.provenance.pairs import recover_pair, staged_pair
 from medgen_core.provenance.record import DERIVED_LABEL_DISCLOSURE, GenerationMetadata, c2pa_actions, pixel_sha256, sha256_file
 from medgen_core.provenance.signing import canonical_json, sign_record
@@ -48,6 +47,7 @@ __all__ = [
     "SIDECAR_SUFFIX",
     "image_output",
     "read_provenance",
+    "refuse_inputs",
     "sidecar_document",
     "sidecar_path",
     "stamp_record",
@@ -114,10 +114,12 @@ def stamp_record(metadata: GenerationMetadata) -> dict[str, Any]:
     return signed
 
 
-def _refuse_inputs(path: Path, metadata: GenerationMetadata, extra: tuple[str | Path | None, ...] = ()) -> None:
-    if path.is_dir():
-        raise ImageWriteError(f"{path}: is a directory; expected a file path")
-    _refuse_overwriting_inputs(path, [p for p in (*extra, *(item["path"] for item in metadata.inputs)) if p is not None])
+def refuse_inputs(path: Path, metadata: GenerationMetadata, extra: tuple[str | Path | None, ...] = ()) -> None:
+    """Refuse a destination that is (a file of) one of the run's inputs, a folder, or not writable.
+
+    The writers stage to temporary names, so this runs on the final path before anything is written.
+    """
+    check_output_path([*extra, *(item["path"] for item in metadata.inputs)], path)
 
 
 def write_generated_volume(volume: Volume, path: str | Path, metadata: GenerationMetadata) -> Path:
@@ -152,7 +154,7 @@ def write_generated_volume(volume: Volume, path: str | Path, metadata: Generatio
             f"{', '.join(SUPPORTED_WRITE_SUFFIXES)}"
         )
     fmt, suffix = known
-    _refuse_inputs(path, metadata, (volume.path,))
+    refuse_inputs(path, metadata, (volume.path,))
     metadata.output = image_output(volume, path.name, suffix)
     record = stamp_record(metadata)
     compact = canonical_json(record).decode("ascii")
