@@ -221,7 +221,8 @@ def collate_pairs(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def synthetic_sr_pairs(n: int | None = None, patch_size: Sequence[int] = (96, 96), axes_mode: str = "inplane",
-                       factors: Sequence[float] = (2,), seed: int = 0, **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+                       factors: Sequence[float] = (2,), seed: int = 0,
+                       **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
     """``(lr, hr, params)`` triples from :class:`SyntheticSRPairs` (``n`` of them, or endless)."""
     for item in SyntheticSRPairs(patch_size, axes_mode, factors, seed, num_samples=n, **kwargs):
         yield item["lr"], item["hr"], item["params"]

@@ -232,21 +232,24 @@ class RandHRBandwidthd(Randomizable, MapTransform):
             raise ValueError(f"RandHRBandwidthd: fraction_range must lie in (0, 1], got {fraction_range}.")
         self.prob, self.fraction_range, self.anisotropic_prob, self.clip_max = prob, fraction_range, anisotropic_prob, clip_max
 
+    def randomize(self, spatial_dims: int) -> None:
+        self._fractions = None
+        if self.R.rand() < self.prob:
+            per_axis = self.R.rand() < self.anisotropic_prob
+            f = [float(self.R.uniform(*self.fraction_range)) for _ in range(spatial_dims if per_axis else 1)]
+            self._fractions = f if per_axis else f * spatial_dims
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        params = _params(d)
-        fractions = None
-        for key in self.key_iterator(d):
+        keys = list(self.key_iterator(d))
+        self.randomize(len(d[keys[0]].shape) - 1)
+        for key in keys:
             x = torch.as_tensor(d[key], dtype=torch.float32)
-            nd = x.dim() - 1
-            if fractions is None and self.R.rand() < self.prob:
-                per_axis = self.R.rand() < self.anisotropic_prob
-                f = [float(self.R.uniform(*self.fraction_range)) for _ in range(nd if per_axis else 1)]
-                fractions = f if per_axis else f * nd
-            if fractions is not None:
-                x = bandlimit(x, fractions, dims=range(1, nd + 1))
+            if self._fractions is not None:
+                x = bandlimit(x, self._fractions, dims=range(1, x.dim()))
             d[key] = x.clamp(0.0, self.clip_max)
-        params["hr_bandwidth"] = fractions
+        params = _params(d)
+        params["hr_bandwidth"] = self._fractions
         d["params"] = params
         return d
 
@@ -316,10 +319,14 @@ class RandResolutionDegraded(Randomizable, MapTransform):
             specs.append(AxisDegradation(axis, factor, kind, width, ratio))
         return specs
 
+    def randomize(self, spatial_dims: int) -> None:
+        self._specs = self.draw(spatial_dims)
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         hr = torch.as_tensor(d[self.hr_key], dtype=torch.float32)
-        specs = self.draw(hr.dim() - 1)
+        self.randomize(hr.dim() - 1)
+        specs = self._specs
         crop = [slice(None)] * hr.dim()
         for s in specs:
             crop[s.axis + 1] = slice(0, exact_lengths(hr.shape[s.axis + 1], s.factor)[0])
@@ -343,13 +350,18 @@ class RandMRNoised(Randomizable, MapTransform):
         MapTransform.__init__(self, keys)
         self.prob, self.std_range, self.rician_prob, self.clip_max = prob, std_range, rician_prob, clip_max
 
+    def randomize(self, data: Any = None) -> None:
+        self._kind, self._std = "none", 0.0
+        if self.R.rand() < self.prob:
+            self._kind = "rician" if self.R.rand() < self.rician_prob else "gaussian"
+            self._std = float(self.R.uniform(*self.std_range))
+        self._seed = int(self.R.randint(2**31 - 1))
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        kind, std = "none", 0.0
-        if self.R.rand() < self.prob:
-            kind = "rician" if self.R.rand() < self.rician_prob else "gaussian"
-            std = float(self.R.uniform(*self.std_range))
-        g = torch.Generator().manual_seed(int(self.R.randint(2**31 - 1)))
+        self.randomize()
+        kind, std = self._kind, self._std
+        g = torch.Generator().manual_seed(self._seed)
         for key in self.key_iterator(d):
             x = torch.as_tensor(d[key], dtype=torch.float32)
             if kind == "gaussian":

@@ -156,7 +156,8 @@ class RandSpatialDeformd(Randomizable, MapTransform):
         flip_axis = d.get("flip_axis", self.flip_axis)
         shape = tuple(d[keys[0]].shape[1:])
         if len(shape) != len(self.spatial_size):
-            raise ValueError(f"RandSpatialDeformd: {keys[0]!r} has {len(shape)} spatial dims, spatial_size {self.spatial_size} has {len(self.spatial_size)}.")
+            raise ValueError(f"RandSpatialDeformd: {keys[0]!r} has {len(shape)} spatial dims, "
+                             f"spatial_size {self.spatial_size} has {len(self.spatial_size)}.")
         bad = [k for k in keys if tuple(d[k].shape[1:]) != shape]
         if bad:
             raise ValueError(f"RandSpatialDeformd: keys {bad} differ in spatial shape from {keys[0]!r} {shape}.")
@@ -186,14 +187,18 @@ class RandHeadTissuesd(Randomizable, MapTransform):
         self.ranges = (extracerebral_mm, skull_mm, scalp_mm)
         self.jitter_mm, self.jitter_spacing = jitter_mm, jitter_spacing
 
+    def randomize(self, spatial_shape: Sequence[int]) -> None:
+        self._thick = [float(self.R.uniform(*r)) for r in self.ranges]
+        self._jitter = float(self.R.uniform(0.0, self.jitter_mm))
+        self._field = smooth_random_field(self.R, spatial_shape, self.jitter_spacing, self._jitter)[0]
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         t = torch.as_tensor(d[self.key], dtype=torch.float32)
         if t.shape[0] != 4:
             raise ValueError(f"RandHeadTissuesd: {self.key!r} must have 4 channels (GM, WM, brain, head), got {t.shape[0]}.")
-        thick = [float(self.R.uniform(*r)) for r in self.ranges]
-        jitter = float(self.R.uniform(0.0, self.jitter_mm))
-        field = smooth_random_field(self.R, t.shape[1:], self.jitter_spacing, jitter)[0]
+        self.randomize(t.shape[1:])
+        thick, jitter, field = self._thick, self._jitter, self._field
         gm, wm, brain, head = (c.clamp(0.0, 1.0) for c in t)
         gm = torch.minimum(gm, brain)
         wm = torch.minimum(wm, brain - gm)
@@ -213,9 +218,9 @@ class RandHeadTissuesd(Randomizable, MapTransform):
 class RandTissueContrastd(Randomizable, MapTransform):
     """``d[prob_key]`` ``(K, *S)`` class probabilities -> ``d[output_key]`` ``(1, *S)`` on a 0-255 scale: per class a
     Gaussian N(mu_k, sigma_k^2), mu_k ~ U``mean_range``, sigma_k ~ U``std_range``; the image is
-    ``sum_k p_k (mu_k + sigma_k n)`` with one white noise field ``n`` blurred by a Gaussian of sigma U``texture_sigma_range``
-    voxels (std as after a 3D blur, see the module docstring) (``partial_volume=False``: hard labels, ``p`` one-hot of the argmax). Class 0 (air) is dark
-    with ``dark_background_prob``. With ``real_t1_prob`` the image is ``255 * d[t1_key]`` instead.
+    ``sum_k p_k (mu_k + sigma_k n)``, ``n`` white noise blurred by a Gaussian of sigma U``texture_sigma_range`` voxels
+    (its std as after a 3D blur, see the module docstring); ``partial_volume=False``: hard labels (``p`` one-hot
+    of the argmax). Class 0 (air) is dark with ``dark_background_prob``. With ``real_t1_prob`` the image is ``255 * d[t1_key]`` instead.
     Records ``params["contrast"]``."""
 
     def __init__(self, prob_key: str = "probs", t1_key: str | None = "t1", output_key: str = "image",
@@ -226,20 +231,27 @@ class RandTissueContrastd(Randomizable, MapTransform):
         MapTransform.__init__(self, prob_key)
         self.prob_key, self.t1_key, self.output_key = prob_key, t1_key, output_key
         self.mean_range, self.std_range, self.texture_sigma_range = mean_range, std_range, texture_sigma_range
-        self.dark_background_prob, self.background_mean_range, self.background_std_range = dark_background_prob, background_mean_range, background_std_range
+        self.dark_background_prob = dark_background_prob
+        self.background_mean_range, self.background_std_range = background_mean_range, background_std_range
         self.partial_volume, self.real_t1_prob = partial_volume, real_t1_prob
+
+    def randomize(self, num_classes: int) -> None:
+        self._mu = self.R.uniform(*self.mean_range, num_classes)
+        self._sd = self.R.uniform(*self.std_range, num_classes)
+        if self.R.rand() < self.dark_background_prob:
+            self._mu[0], self._sd[0] = self.R.uniform(*self.background_mean_range), self.R.uniform(*self.background_std_range)
+        self._tex = float(self.R.uniform(*self.texture_sigma_range))
+        self._real = bool(self.R.rand() < self.real_t1_prob)
+        self._seed = int(self.R.randint(2**31 - 1))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         p = torch.as_tensor(d[self.prob_key], dtype=torch.float32)
         k = p.shape[0]
-        mu = self.R.uniform(*self.mean_range, k)
-        sd = self.R.uniform(*self.std_range, k)
-        if self.R.rand() < self.dark_background_prob:
-            mu[0], sd[0] = self.R.uniform(*self.background_mean_range), self.R.uniform(*self.background_std_range)
-        tex = float(self.R.uniform(*self.texture_sigma_range))
-        real = self.t1_key is not None and self.t1_key in d and self.R.rand() < self.real_t1_prob
-        g = torch.Generator().manual_seed(int(self.R.randint(2**31 - 1)))
+        self.randomize(k)
+        mu, sd, tex = self._mu, self._sd, self._tex
+        real = self._real and self.t1_key is not None and self.t1_key in d
+        g = torch.Generator().manual_seed(self._seed)
         params = _params(d)
         if real:
             d[self.output_key] = 255.0 * torch.as_tensor(d[self.t1_key], dtype=torch.float32).clamp(0.0, 1.0)
@@ -262,22 +274,25 @@ class RandTissueContrastd(Randomizable, MapTransform):
 
 class RandBiasFieldd(Randomizable, MapTransform):
     """With ``prob``, multiply ``keys`` ``(C, *S)`` by ``exp(field)``, ``field`` = :func:`smooth_random_field` of std
-    U[0, ``std_max``] on a ``spacing``-voxel grid; records ``params["bias_field"]`` (the std, or None)."""
+    U[0, ``std_max``] on a ``spacing``-voxel grid, one field for all keys; records ``params["bias_field"]`` (the std, or None)."""
 
     def __init__(self, keys: KeysCollection = "image", prob: float = 0.95, std_max: float = 0.5, spacing: float = 40.0) -> None:
         MapTransform.__init__(self, keys)
         self.prob, self.std_max, self.spacing = prob, std_max, spacing
 
+    def randomize(self, spatial_shape: Sequence[int]) -> None:
+        self._std = float(self.R.uniform(0.0, self.std_max)) if self.R.rand() < self.prob else None
+        self._gain = None if self._std is None else torch.exp(smooth_random_field(self.R, spatial_shape, self.spacing, self._std))
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        std = float(self.R.uniform(0.0, self.std_max)) if self.R.rand() < self.prob else None
-        for key in self.key_iterator(d):
+        keys = list(self.key_iterator(d))
+        self.randomize(tuple(d[keys[0]].shape[1:]))
+        for key in keys:
             x = torch.as_tensor(d[key], dtype=torch.float32)
-            if std is not None:
-                x = x * torch.exp(smooth_random_field(self.R, x.shape[1:], self.spacing, std))
-            d[key] = x
+            d[key] = x if self._gain is None else x * self._gain
         params = _params(d)
-        params["bias_field"] = std
+        params["bias_field"] = self._std
         d["params"] = params
         return d
 
@@ -290,9 +305,13 @@ class RandGammaNormalised(Randomizable, MapTransform):
         MapTransform.__init__(self, key)
         self.key, self.output_key, self.log_gamma_std = key, output_key, log_gamma_std
 
+    def randomize(self, data: Any = None) -> None:
+        self._gamma = float(np.exp(self.R.normal(0.0, self.log_gamma_std)))
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        gamma = float(np.exp(self.R.normal(0.0, self.log_gamma_std)))
+        self.randomize()
+        gamma = self._gamma
         x = torch.as_tensor(d[self.key], dtype=torch.float32).clamp_min(0.0)
         top = float(torch.quantile(x.flatten()[:: max(1, x.numel() // 200_000)], 0.999)) if x.numel() else 0.0
         top = top if top > 0 else max(float(x.max()), 1e-6)
