@@ -19,7 +19,7 @@ from typing import Any
 
 from medgen_core.bundles import BundleInfo, run_bundle_inference
 from medgen_core.errors import ImageWriteError, ProvenanceError
-from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, format_of, read_volume
+from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, check_output_folder, check_output_path, format_of, read_volume
 
 __all__ = ["FORMATS", "add_output_format_arguments", "check_output", "run_bundle_to_output"]
 
@@ -53,6 +53,7 @@ def check_output(input_path: Path, output_path: Path, fmt: str, keep_patient_ids
             raise ImageWriteError(f"{output_path}: is the input folder; refusing to write into an input (choose a new folder).")
         if output_path.is_dir() and any(output_path.iterdir()):
             raise ImageWriteError(f"{output_path}: folder exists and is not empty; --format dicom needs a new (or empty) folder.")
+        check_output_folder([input_path], output_path)  # links to input folders, symlink loops, read-only folders
         return "dicom"
     if keep_patient_ids:
         raise ImageWriteError(f"{output_path}: --keep-patient-ids applies to --format dicom only (NIfTI/NRRD outputs carry no patient identifiers).")
@@ -61,8 +62,7 @@ def check_output(input_path: Path, output_path: Path, fmt: str, keep_patient_ids
                               "or --format dicom with a folder.")
     if fmt not in ("auto", known[0]):
         raise ImageWriteError(f"{output_path}: the suffix {known[1]} is {known[0].upper()}, not --format {fmt}.")
-    if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
-        raise ImageWriteError(f"{output_path}: output is the input file; refusing to overwrite an input.")
+    check_output_path([input_path], output_path)  # every file of the input (detached data, DICOM folder), links, loops, read-only
     return known[0]
 
 

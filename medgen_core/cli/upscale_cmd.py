@@ -54,8 +54,9 @@ def check_output_path(input_path: Path, output_path: Path) -> None:
     fmt = format_of(output_path)
     if fmt is None or fmt[1] not in SUPPORTED_WRITE_SUFFIXES:
         raise ImageWriteError(f"{output_path}: unsupported output format; expected one of {', '.join(SUPPORTED_WRITE_SUFFIXES)}.")
-    if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
-        raise ImageWriteError(f"{output_path}: output is the input file; refusing to overwrite an input.")
+    from medgen_core.io import check_output_path as check_output_file
+
+    check_output_file([input_path], output_path)  # every file of the input (detached data, DICOM folder), links, loops, read-only
 
 
 def device_override(device: str) -> dict:
