@@ -27,9 +27,12 @@ def bundle(request, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def user_dir(tmp_path: Path, monkeypatch) -> Path:
-    """An empty user bundle folder (MEDGEN_BUNDLE_DIR)."""
+    """An empty user bundle folder (MEDGEN_BUNDLE_DIR), with no built-in bundles (an empty MEDGEN_BUILTIN_BUNDLES):
+    the snapshots carry the built-ins' names, which install refuses while the built-ins are there."""
     path = tmp_path / "user_bundles"
+    (tmp_path / "no_builtins").mkdir()
     monkeypatch.setenv("MEDGEN_BUNDLE_DIR", str(path))
+    monkeypatch.setenv("MEDGEN_BUILTIN_BUNDLES", str(tmp_path / "no_builtins"))
     return path
 
 

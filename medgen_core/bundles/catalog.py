@@ -1,16 +1,25 @@
-"""Finding bundles: the ones shipped in the repository's ``monai_bundles/`` and the user's bundle directory."""
+"""Finding bundles: the ones shipped in the repository's ``monai_bundles/`` and the user's bundle directory.
+
+A user bundle never replaces a built-in one by name: the built-in bundles are MedGen's default models
+(``medgen upscale`` without ``--bundle``), so a user bundle whose metadata name equals a built-in's is
+left out of the name lookup, with one warning line on stderr that says how to run it (by its folder).
+``medgen bundle install`` refuses such a name unless asked explicitly (:mod:`medgen_core.bundles.sharing`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medgen_core.errors import BundleError
 
-__all__ = ["BundleInfo", "builtin_bundle_dir", "user_bundle_dir", "discover_bundles", "get_bundle", "read_metadata"]
+__all__ = ["BundleInfo", "builtin_bundle_dir", "builtin_bundle_names", "user_bundle_dir", "discover_bundles", "get_bundle", "read_metadata"]
+
+_WARNED: set[str] = set()
 
 
 def builtin_bundle_dir() -> Path | None:
@@ -92,10 +101,22 @@ def _scan(root: Path | None, source: str) -> dict[str, BundleInfo]:
     return found
 
 
+def builtin_bundle_names() -> set[str]:
+    """Names (from their metadata) of the bundles shipped with MedGen."""
+    return set(_scan(builtin_bundle_dir(), "builtin"))
+
+
 def discover_bundles() -> dict[str, BundleInfo]:
-    """All bundles by name; a user-installed bundle shadows a built-in one of the same name."""
+    """All bundles by name. A built-in bundle wins over a user bundle of the same name (which is then
+    reachable by its folder only); each such user bundle is reported once per process on stderr."""
     bundles = _scan(builtin_bundle_dir(), "builtin")
-    bundles.update(_scan(user_bundle_dir(), "user"))
+    for name, info in _scan(user_bundle_dir(), "user").items():
+        if name not in bundles:
+            bundles[name] = info
+        elif str(info.path) not in _WARNED:
+            _WARNED.add(str(info.path))
+            sys.stderr.write(f"medgen: warning: the user bundle {info.path} has the name of the built-in bundle {name!r} and does not "
+                             f"replace it; {name!r} is the built-in one (run yours with its folder, --bundle {info.path})\n")
     return bundles
 
 

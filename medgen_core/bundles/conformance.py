@@ -4,6 +4,12 @@ Fast, in-process checks: layout, JSON formatting, file sizes, metadata keys and 
 config safety. Slower checks run MONAI's own commands in a subprocess (:mod:`.monai_checks`):
 ``verify_metadata``, ``verify_net_in_out``, ``ckpt_export`` and ``run``.
 
+MONAI's commands parse and run the bundle's configs, so they never run on a bundle that fails the
+config inspection: :func:`run_checks` runs ``config_safety`` first (whether or not it was asked for) and
+reports each MONAI check as not run when it fails (adding the ``config_safety`` result to say why),
+unless ``trust`` is given. Built-in bundles are
+inspected too: ``bundle check`` is how a bundle author finds out.
+
 A bundle may exempt itself from a MONAI command check with a reason in its metadata,
 ``"medgen": {"exempt_checks": {"ckpt_export": "why"}}``; only the checks in :data:`EXEMPTABLE` can be
 exempted. Every problem names the file and says what was expected.
@@ -229,7 +235,8 @@ def _exemptions(root: Path) -> dict[str, str]:
     return {k: str(v) for k, v in exempt.items()} if isinstance(exempt, dict) else {}
 
 
-def run_checks(bundle_root: str | Path, names: list[str] | tuple[str, ...] | None = None, work_dir: str | Path | None = None) -> list[CheckResult]:
+def run_checks(bundle_root: str | Path, names: list[str] | tuple[str, ...] | None = None, work_dir: str | Path | None = None,
+               trust: bool = False) -> list[CheckResult]:
     """Run the named checks (default: all of :data:`CHECKS`) and return one result per check.
 
     Args:
@@ -237,6 +244,7 @@ def run_checks(bundle_root: str | Path, names: list[str] | tuple[str, ...] | Non
         names: checks to run, from :data:`CHECKS`.
         work_dir: scratch folder for the MONAI checks (exported models, sample input/output);
             a temporary folder when None.
+        trust: run MONAI's commands even when the config inspection fails (they execute the configs).
     """
     root = Path(bundle_root)
     names = list(CHECKS if names is None else names)
@@ -246,12 +254,22 @@ def run_checks(bundle_root: str | Path, names: list[str] | tuple[str, ...] | Non
     exempt = _exemptions(root)
     bad_exemptions = [n for n in exempt if n not in EXEMPTABLE]
     results = []
+    unsafe: list[str] = []
+    if any(n in MONAI_CHECKS for n in names):  # inspect before anything executes the configs
+        unsafe = check_config_safety(root)
+        if unsafe and "config_safety" not in names:  # say why the MONAI checks do not run
+            names.insert(0, "config_safety")
     with tempfile.TemporaryDirectory(prefix="medgen-check-") as tmp:
         for name in names:
             if name in exempt and name in EXEMPTABLE:
                 results.append(CheckResult(name, exempt_reason=exempt[name]))
+            elif name == "config_safety" and any(n in MONAI_CHECKS for n in names):
+                results.append(CheckResult(name, unsafe))
             elif name in STATIC_CHECKS:
                 results.append(CheckResult(name, STATIC_CHECKS[name](root)))
+            elif unsafe and not trust:
+                results.append(CheckResult(name, [f"not run: the configs failed the config inspection ({len(unsafe)} problem(s)), and "
+                                                  f"`python -m monai.bundle {name}` would execute them; fix them, or pass --trust"]))
             else:
                 scratch = Path(work_dir or tmp) / name
                 scratch.mkdir(parents=True, exist_ok=True)
@@ -261,7 +279,7 @@ def run_checks(bundle_root: str | Path, names: list[str] | tuple[str, ...] | Non
     return results
 
 
-def check_bundle(bundle_root: str | Path, monai: bool = True, work_dir: str | Path | None = None) -> list[str]:
+def check_bundle(bundle_root: str | Path, monai: bool = True, work_dir: str | Path | None = None, trust: bool = False) -> list[str]:
     """All problems of a bundle as ``"<check>: <problem>"`` lines; empty when it is zoo-ready.
 
     Args:
@@ -270,4 +288,4 @@ def check_bundle(bundle_root: str | Path, monai: bool = True, work_dir: str | Pa
         work_dir: scratch folder for the MONAI checks.
     """
     names = list(CHECKS) if monai else list(STATIC_CHECKS)
-    return [f"{r.name}: {p}" for r in run_checks(bundle_root, names, work_dir) for p in r.problems]
+    return [f"{r.name}: {p}" for r in run_checks(bundle_root, names, work_dir, trust) for p in r.problems]

@@ -6,8 +6,10 @@
   (``sample``) and SDEdit image-to-image variants (``vary``).
 
 Before anything in a bundle's config is evaluated, its configs are checked against the same allowlist
-as ``medgen bundle install`` (a config can execute code); a bundle that fails is refused unless the
-loader was built with ``trust=True``. Weights are sha256-verified and loaded with ``weights_only=True``.
+as ``medgen bundle install`` (a config can execute code, :func:`~medgen_core.bundles.inspection.require_inspected`;
+built-in bundles are trusted); a bundle that fails is refused unless the loader was built with
+``trust=True``. The bundle root reaches the config as a literal. Weights are sha256-verified and
+loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ import torch.nn.functional as F
 
 from medgen_core.augmentation.backends import BackendLoader, GeneratorBackend, GeneratorIdentity
 from medgen_core.bundles.catalog import get_bundle
-from medgen_core.bundles.config_safety import check_bundle_configs
+from medgen_core.bundles.inspection import require_inspected
+from medgen_core.bundles.overrides import literal
 from medgen_core.bundles.weights import load_verified_network
 from medgen_core.errors import AugmentationError, BundleError
 
 __all__ = ["BundleGeneratorLoader", "DiffusionBundleBackend", "TranslationBundleBackend", "bundle_loaders", "bundle_network"]
 
 
-def bundle_network(bundle_dir: str | Path, variant: str | None = None, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any, dict]:
+def bundle_network(bundle_dir: str | Path, variant: str | None = None, device: str | torch.device = "cpu",
+                   trust: bool = False) -> tuple[torch.nn.Module, Any, dict]:
     """``(network, parser, variant_entry)``: the bundle's ``network_def`` with verified weights, in eval mode.
 
     ``variant`` defaults to the first variant in the metadata; ``parser`` is the parsed inference config
-    (for reading other settings).
+    (for reading other settings). The configs are inspected first unless the bundle is built in or ``trust``.
     """
     from monai.bundle import ConfigParser
 
@@ -42,10 +46,11 @@ def bundle_network(bundle_dir: str | Path, variant: str | None = None, device: s
     name = variant or next(iter(variants))
     if name not in variants:
         raise BundleError(f"bundle {info.name}: no variant {name!r}; variants: {sorted(variants)}")
+    require_inspected(info, trust=trust)
     parser = ConfigParser()
     parser.read_meta(str(info.path / "configs" / "metadata.json"))
     parser.read_config(str(info.config("inference")))
-    parser["bundle_root"] = str(info.path)
+    parser["bundle_root"] = literal(str(info.path))
     entry = variants[name]
     network = load_verified_network(parser.get_parsed_content("network_def"), info.path / entry["file"], entry["sha256"], device)
     return network.eval(), parser, {**entry, "name": name}
@@ -62,7 +67,7 @@ class TranslationBundleBackend(GeneratorBackend):
 
     capabilities = ("labels",)
 
-    def __init__(self, bundle_dir: str | Path, device: torch.device | str = "cpu") -> None:
+    def __init__(self, bundle_dir: str | Path, device: torch.device | str = "cpu", trust: bool = False) -> None:
         from medgen_core.inference.translate import network_size_multiple
 
         bundle_dir = Path(bundle_dir)
@@ -71,7 +76,7 @@ class TranslationBundleBackend(GeneratorBackend):
         if medgen.get("input_mode") != "labels":
             raise AugmentationError(f"bundle {info.name}: only label-map translation bundles (medgen.input_mode 'labels') can generate "
                                     f"augmentation samples; this one has input_mode {medgen.get('input_mode')!r}")
-        self.network, parser, entry = bundle_network(bundle_dir, device=device)
+        self.network, parser, entry = bundle_network(bundle_dir, device=device, trust=trust)
         self.num_classes = int(parser.get_parsed_content("num_classes")) if "num_classes" in parser.config else 4
         self.multiple = network_size_multiple(self.network)
         super().__init__(_identity(bundle_dir, entry, "translation"), torch.device(device))
@@ -106,11 +111,11 @@ class DiffusionBundleBackend(GeneratorBackend):
 
     capabilities = ("sample", "vary")
 
-    def __init__(self, bundle_dir: str | Path, device: torch.device | str = "cpu") -> None:
+    def __init__(self, bundle_dir: str | Path, device: torch.device | str = "cpu", trust: bool = False) -> None:
         from medgen_core.inference.diffusion_sampling import DiffusionSampler
 
         bundle_dir = Path(bundle_dir)
-        self.network, parser, entry = bundle_network(bundle_dir, device=device)
+        self.network, parser, entry = bundle_network(bundle_dir, device=device, trust=trust)
         cfg = parser.config
 
         def value(key: str, default: Any) -> Any:
@@ -170,16 +175,15 @@ class BundleGeneratorLoader:
 
     def load(self, path: Path, device: torch.device) -> GeneratorBackend:
         path = path.resolve()  # a {modality} link to a bundle: name the bundle, not the link
-        if not self.trust:
-            problems = check_bundle_configs(path)
-            if problems:
-                raise AugmentationError(f"{path}: refusing to load this bundle as a generator, its configs use code outside the allowlist "
-                                        f"(monai, medgen_core, torch, numpy): {problems[:3]}. Inspect it and pass trust=True (--trust) if you trust it.")
+        try:
+            require_inspected(path, trust=self.trust)  # a built-in reached through --bundle's scratch link is still built in
+        except BundleError as err:
+            raise AugmentationError(f"{path}: refusing to load this bundle as a generator: {err} (--trust loads it anyway)") from None
         action = get_bundle(path).medgen_task
         if action == "translate":
-            return TranslationBundleBackend(path, device)
+            return TranslationBundleBackend(path, device, trust=self.trust)
         if action in ("augment", "sample"):
-            return DiffusionBundleBackend(path, device)
+            return DiffusionBundleBackend(path, device, trust=self.trust)
         raise AugmentationError(f"{path}: bundle action {action!r} cannot generate augmentation samples (need 'translate' or 'augment')")
 
 

@@ -3,6 +3,11 @@
 Each ``check_*(bundle_root, work_dir)`` returns a list of problems (empty = passes). Extra arguments for
 a command can be recorded in the bundle's metadata, with the reason, as
 ``"medgen": {"check_args": {"ckpt_export": {"args": {"use_trace": true}, "reason": "..."}}}``.
+
+These commands execute the bundle's configs: :func:`~medgen_core.bundles.conformance.run_checks` runs
+them only after the config inspection passed. Paths that become config values (``bundle_root``,
+``input_file``, ``output_file``) are passed as literals (:func:`~medgen_core.bundles.overrides.literal`),
+which MONAI's command line evaluates to the exact path.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medgen_core.bundles.catalog import read_metadata
+from medgen_core.bundles.overrides import literal
 
 __all__ = ["check_args", "check_ckpt_export", "check_run", "check_verify_metadata", "check_verify_net_in_out", "monai_bundle_command", "sample_input_shape"]
 
@@ -129,7 +135,7 @@ def _eager_network(root: Path, overrides: dict[str, Any]) -> Any:
     parser = ConfigParser()
     parser.read_meta(str(root / "configs" / "metadata.json"))
     parser.read_config(str(root / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(root), **overrides})
+    parser.update({"bundle_root": literal(str(root)), **overrides})
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(load_state_dict_safely(root / "models" / "model.pt"), strict=True)
     return net.to(torch.device("cpu")).eval()
@@ -143,7 +149,8 @@ def check_ckpt_export(bundle_root: str | Path, work_dir: str | Path) -> list[str
     root, work = Path(bundle_root).resolve(), Path(work_dir).resolve()
     ts_path = work / "model.ts"
     extra = check_args(root, "ckpt_export")
-    args = {"net_id": "network_def", "filepath": str(ts_path), "ckpt_file": str(root / "models" / "model.pt"), **_base_args(root), "bundle_root": str(root), **extra}
+    args = {"net_id": "network_def", "filepath": str(ts_path), "ckpt_file": str(root / "models" / "model.pt"), **_base_args(root),
+            "bundle_root": literal(str(root)), **extra}
     code, out = monai_bundle_command("ckpt_export", args, root)
     if code != 0 or not ts_path.is_file():
         return [_failure("ckpt_export", code, out)]
@@ -185,9 +192,9 @@ def check_run(bundle_root: str | Path, work_dir: str | Path) -> list[str]:
     args = {
         **_base_args(root),
         "logging_file": str(root / "configs" / "logging.conf"),
-        "bundle_root": str(root),
-        "input_file": str(src),
-        "output_file": str(dst),
+        "bundle_root": literal(str(root)),
+        "input_file": literal(str(src)),
+        "output_file": literal(str(dst)),
         "device": "$torch.device('cpu')",
         **check_args(root, "run"),
     }

@@ -30,10 +30,28 @@ from typing import Any, Mapping
 
 from medgen_core.errors import BundleError
 
-__all__ = ["check_override_id", "expert_override", "is_literal", "literal", "literal_overrides", "parse_set_value"]
+__all__ = ["check_override_id", "check_set_values", "expert_override", "is_literal", "literal", "literal_overrides", "parse_set_value",
+           "torch_device"]
 
 _LITERAL = re.compile(r"^\$bytes\.fromhex\('([0-9a-f]*)'\)\.decode\('utf-8', 'surrogatepass'\)$")
 _ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# the one expression form medgen's callers used to pass for the device ("$torch.device('cpu')")
+_DEVICE_EXPR = re.compile(r"^\$torch\.device\('((?:cpu|cuda|mps)(?::\d+)?)'\)$")
+
+
+def torch_device(value: Any) -> Any:
+    """A :class:`torch.device` from ``"cpu"``, ``"cuda:1"``, ``"$torch.device('cpu')"`` or a device (a
+    :class:`BundleError` for anything else): the device reaches a config as an object, never as code."""
+    import torch
+
+    if isinstance(value, torch.device):
+        return value
+    text = str(value)
+    match = _DEVICE_EXPR.match(text)
+    try:
+        return torch.device(match.group(1) if match else text)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise BundleError(f"device {text!r} is not a torch device (expected cpu, cuda, cuda:N or mps): {err}") from None
 
 
 def literal(value: Any) -> Any:
@@ -78,27 +96,23 @@ def check_override_id(config_id: Any) -> str:
     return text
 
 
-def literal_overrides(values: Mapping[str, Any], check_strings: bool = False) -> dict[str, Any]:
-    """``{id: literal(value)}`` for every value that is not None, with every id checked.
+def literal_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{id: literal(value)}`` for every value that is not None, with every id checked."""
+    return {check_override_id(key): literal(value) for key, value in values.items() if value is not None}
 
-    Args:
-        values: config ids and the user's values (paths, names, numbers ...).
-        check_strings: also refuse strings that MONAI could resolve by name to code outside the
-            allowlist (:func:`~medgen_core.bundles.config_safety.check_plain_string`); used for ``--set``.
-    """
+
+def check_set_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (``--set`` ids and parsed values) after refusing bad ids and strings that MONAI could
+    resolve by name to code outside the allowlist (:func:`~medgen_core.bundles.config_safety.check_plain_string`:
+    ``--set preprocessing#0#reader os.system``)."""
     from medgen_core.bundles.config_safety import check_plain_string
 
-    out: dict[str, Any] = {}
     for key, value in values.items():
-        if value is None:
-            continue
         check_override_id(key)
-        if check_strings:
-            for text in _strings_in(value):
-                if problem := check_plain_string(text, key.replace("::", "#").split("#")[-1]):
-                    raise BundleError(f"--set {key} {text!r}: {problem}; refusing it.")
-        out[key] = literal(value)
-    return out
+        for text in _strings_in(value):
+            if problem := check_plain_string(text, key.replace("::", "#").split("#")[-1]):
+                raise BundleError(f"--set {key} {text!r}: {problem}; refusing it.")
+    return dict(values)
 
 
 def _strings_in(value: Any) -> list[str]:

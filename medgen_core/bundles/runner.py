@@ -15,33 +15,21 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-import re
-
 from medgen_core.bundles.catalog import BundleInfo, get_bundle
 from medgen_core.bundles.inspection import require_inspected
-from medgen_core.bundles.overrides import check_override_id, literal_overrides
+from medgen_core.bundles.overrides import check_override_id, literal_overrides, torch_device
 from medgen_core.errors import BundleError, ImageReadError, MedGenError
 
 __all__ = ["run_bundle_inference", "training_parser"]
 
 logger = logging.getLogger(__name__)
-# the one expression form medgen's own callers pass for the device; turned into a torch.device object
-_DEVICE_EXPR = re.compile(r"^\$torch\.device\('((?:cpu|cuda|mps)(?::\d+)?)'\)$")
 
 
 def _device_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` with a device given as ``"$torch.device('cpu')"`` or a string replaced by a :class:`torch.device`."""
-    import torch
-
+    """``values`` with ``device`` (a string or ``"$torch.device('cpu')"``) replaced by a :class:`torch.device`."""
     out = dict(values)
-    device = out.get("device")
-    if isinstance(device, str):
-        match = _DEVICE_EXPR.match(device)
-        text = match.group(1) if match else device
-        try:
-            out["device"] = torch.device(text)
-        except (RuntimeError, ValueError) as err:
-            raise BundleError(f"device {device!r} is not a torch device (expected cpu, cuda, cuda:N or mps): {err}") from None
+    if out.get("device") is not None:
+        out["device"] = torch_device(out["device"])
     return out
 
 

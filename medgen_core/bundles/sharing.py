@@ -6,11 +6,17 @@ Archive layout (compatible with ``monai.bundle.download``, which expects ``<name
       checksums.sha256          sha256 of every other member ("<hex>  <path>", as sha256sum writes)
       <name>/configs/metadata.json, <name>/models/model.pt, ...
 
-``install`` refuses an archive whose members escape the target (absolute paths, ``..``, links), whose
-files do not match the manifest (changed, missing or extra), whose weights do not match the sha256s in
-its metadata, or (unless ``trust``) whose configs call code outside the allowlisted libraries
-(:mod:`medgen_core.bundles.config_safety`). Packed and installed bundles are recorded in a local zoo
-index, ``<user bundle dir>/model_info.json``, shaped like the MONAI model zoo's ``model_info.json``.
+``install`` refuses an archive whose members escape the target (absolute paths, ``..``, links), that
+unpacks to too much (:data:`MAX_UNPACKED_BYTES` in all, :data:`MAX_MEMBER_BYTES` per member, a
+compression ratio over :data:`MAX_RATIO`; counted on the bytes actually read, so a member whose
+declared size lies is caught too), whose files do not match the manifest (changed, missing or extra),
+whose weights do not match the sha256s in its metadata, whose name is a built-in bundle's (unless
+``allow_builtin_name``), or (unless ``trust``) whose configs call code outside the allowlisted
+libraries (:mod:`medgen_core.bundles.config_safety`). Packed and installed bundles are recorded in a
+local zoo index, ``<user bundle dir>/model_info.json``, shaped like the MONAI model zoo's
+``model_info.json``; a bundle installed with ``trust`` has the digest of the configs the user trusted
+recorded there (:mod:`medgen_core.bundles.inspection`). Weights are not loaded here: they are loaded
+with ``weights_only=True`` after their sha256 check, when the bundle runs.
 """
 
 from __future__ import annotations
@@ -23,21 +29,28 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medgen_core.bundles.catalog import BundleInfo, get_bundle, read_metadata, user_bundle_dir
+from medgen_core.bundles.catalog import BundleInfo, builtin_bundle_names, get_bundle, read_metadata, user_bundle_dir
 from medgen_core.bundles.config_safety import check_bundle_configs
+from medgen_core.bundles.inspection import config_digest
 from medgen_core.bundles.conformance import EXCLUDED_TOP_DIRS, bundle_files
 from medgen_core.bundles.weights import weights_status
 from medgen_core.errors import BundleError
 from medgen_core.provenance import sha256_file
 
-__all__ = ["INDEX_NAME", "MANIFEST_NAME", "install_bundle", "pack_bundle", "read_zoo_index", "record_in_index"]
+__all__ = ["INDEX_NAME", "MANIFEST_NAME", "MAX_MEMBER_BYTES", "MAX_RATIO", "MAX_UNPACKED_BYTES", "install_bundle", "pack_bundle",
+           "read_zoo_index", "record_in_index"]
 
 MANIFEST_NAME = "checksums.sha256"
 INDEX_NAME = "model_info.json"
 MAX_UNPACKED_BYTES = 8 * 1024**3
+MAX_MEMBER_BYTES = 4 * 1024**3
+MAX_RATIO = 200  # uncompressed / compressed size of one member (zeros deflate ~1000:1, weights ~1.1:1, JSON ~5:1)
+_RATIO_FLOOR = 1024**2  # members smaller than this may compress as well as they like
+_CHUNK = 1024**2
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -146,11 +159,12 @@ def _member_problem(member: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _extract(archive: Path, into: Path) -> None:
+def _extract(archive: Path, into: Path, max_total: int = MAX_UNPACKED_BYTES, max_member: int = MAX_MEMBER_BYTES) -> None:
+    """Extract ``archive`` into ``into`` member by member, counting the bytes actually read."""
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as err:
-        raise BundleError(f"{archive}: not a zip archive ({err}).") from err
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise BundleError(f"{archive}: not a readable zip archive ({err}).") from None
     with zf:
         members = zf.infolist()
         bad = [p for m in members if (p := _member_problem(m))]
@@ -159,9 +173,39 @@ def _extract(archive: Path, into: Path) -> None:
             bad.append("duplicate member names")
         if bad:
             raise BundleError(f"{archive}: unsafe archive member(s), refusing to extract: " + "; ".join(bad))
-        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-            raise BundleError(f"{archive}: unpacks to more than {MAX_UNPACKED_BYTES / 1024**3:.0f} GiB; refusing it.")
-        zf.extractall(into)
+        if sum(m.file_size for m in members) > max_total:
+            raise BundleError(f"{archive}: unpacks to more than {max_total / 1024**2:.0f} MiB; refusing it.")
+        for m in members:
+            if m.file_size > max_member:
+                raise BundleError(f"{archive}: member {m.filename!r} unpacks to {m.file_size} bytes, over the {max_member / 1024**2:.0f} MiB limit per file; refusing it.")
+            if m.file_size > _RATIO_FLOOR and m.file_size > MAX_RATIO * max(m.compress_size, 1):
+                raise BundleError(f"{archive}: member {m.filename!r} would expand {m.file_size / max(m.compress_size, 1):.0f} times "
+                                  f"(over {MAX_RATIO}:1, a zip bomb?); refusing it.")
+        total = 0
+        for m in members:
+            target = into.joinpath(*PurePosixPath(m.filename).parts)
+            if m.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            try:
+                with zf.open(m) as src, open(target, "xb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        written += len(chunk)
+                        total += len(chunk)
+                        if written > min(m.file_size, max_member) or total > max_total:
+                            raise BundleError(f"{archive}: member {m.filename!r} unpacks to more than it declares ({m.file_size} bytes) "
+                                              "or than the size limits; refusing the archive.")
+                        dst.write(chunk)
+            except BundleError:
+                raise
+            except (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError, RuntimeError, ValueError) as err:
+                why = (str(err).splitlines() or [type(err).__name__])[0]
+                raise BundleError(f"{archive}: member {m.filename!r} cannot be extracted ({type(err).__name__}: {why}); the archive is "
+                                  "corrupt or its recorded sizes lie; refusing it.") from None
+            if written != m.file_size:
+                raise BundleError(f"{archive}: member {m.filename!r} declares {m.file_size} bytes but holds {written}; refusing the archive.")
 
 
 def _verify_manifest(root: Path) -> list[str]:
@@ -192,14 +236,16 @@ def _bundle_root(staging: Path) -> Path:
 
 
 def install_bundle(
-    source: str | Path, dest: str | Path | None = None, trust: bool = False, force: bool = False, index_dir: str | Path | None = None
+    source: str | Path, dest: str | Path | None = None, trust: bool = False, force: bool = False, index_dir: str | Path | None = None,
+    allow_builtin_name: bool = False, max_unpacked_bytes: int = MAX_UNPACKED_BYTES, max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> BundleInfo:
     """Verify and install a packed bundle (``.zip``) or a bundle folder; return the installed bundle.
 
-    Steps: extract to a temporary folder next to ``dest`` (rejecting unsafe member names), verify every
-    file against ``checksums.sha256`` (required in archives; used when a folder has one), verify the
-    weights against the sha256s in the metadata, inspect every config for code outside the allowlist
-    (skipped with ``trust``), then move the bundle to ``dest/<name>``.
+    Steps: extract to a temporary folder next to ``dest`` (rejecting unsafe member names and archives
+    that unpack to too much), verify every file against ``checksums.sha256`` (required in archives; used
+    when a folder has one), verify the weights against the sha256s in the metadata, inspect every config for code outside the
+    allowlist (skipped with ``trust``), refuse the name of a built-in bundle (unless
+    ``allow_builtin_name``), then move the bundle to ``dest/<name>``.
 
     Args:
         source: ``<name>_v<version>.zip`` or a bundle folder.
@@ -207,6 +253,9 @@ def install_bundle(
         trust: install even if configs call code outside the allowlisted libraries.
         force: replace an installed bundle of the same name and version.
         index_dir: folder of the local zoo index (default: ``dest``).
+        allow_builtin_name: install a bundle named like a built-in one anyway (the built-in keeps the
+            name in every lookup; the installed copy runs by its folder).
+        max_unpacked_bytes, max_member_bytes: limits on what an archive may unpack to.
 
     Raises:
         BundleError: any check fails; nothing is installed then.
@@ -224,7 +273,7 @@ def install_bundle(
             if any(p.is_symlink() for p in top.rglob("*")):
                 raise BundleError(f"{source}: contains symbolic links; refusing it.")
         else:
-            _extract(source, staging / "src")
+            _extract(source, staging / "src", max_unpacked_bytes, max_member_bytes)
             top = staging / "src"
             if not (top / MANIFEST_NAME).is_file():
                 raise BundleError(f"{source}: no {MANIFEST_NAME} at the archive root; not a MedGen bundle archive (pack it with `medgen bundle pack`).")
@@ -245,6 +294,9 @@ def install_bundle(
                 f"{source}: configs run code outside the allowed libraries; refusing to install (use --trust only if you trust its author):\n  "
                 + "\n  ".join(unsafe)
             )
+        if name in builtin_bundle_names() and not allow_builtin_name:
+            raise BundleError(f"{source}: bundle {name!r} has the name of a built-in bundle (a default model); refusing to install it. Rename it "
+                              "(metadata 'name'), or pass --allow-builtin-name to install it anyway (the built-in keeps the name; yours runs by its folder).")
         target = dest_dir / name
         if target.exists():
             installed = read_metadata(target).get("version") if (target / "configs" / "metadata.json").is_file() else None
@@ -262,5 +314,7 @@ def install_bundle(
         shutil.rmtree(staging, ignore_errors=True)
     checksum = sha256_file(source) if source.is_file() else None
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record_in_index(name, version, checksum, str(source), index_dir or dest_dir, installed_path=str(target), installed_at=now, needed_trust=bool(unsafe))
+    trusted = config_digest(target) if unsafe else None  # the configs the user trusted; any change brings the inspection back
+    record_in_index(name, version, checksum, str(source), index_dir or dest_dir, installed_path=str(target), installed_at=now, needed_trust=bool(unsafe),
+                    trusted_config_sha256=trusted)
     return BundleInfo(name=name, path=target, metadata=read_metadata(target), source="user")

@@ -1,4 +1,11 @@
-"""``medgen bundle list | run | check | pack | install``: the bundles MedGen knows, running, checking and sharing them."""
+"""``medgen bundle list | run | check | pack | install``: the bundles MedGen knows, running, checking and sharing them.
+
+``run --set ID VALUE`` values are literals (JSON numbers, booleans, null and arrays of those; anything
+else is a plain string that MONAI never evaluates); ``--set-expression ID VALUE`` is the expert opt-in
+for a ``$`` expression or ``@`` reference, which must pass the config inspection. ``check`` inspects
+the configs before MONAI's commands execute them; ``install`` refuses a built-in bundle's name unless
+``--allow-builtin-name``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from pathlib import Path
 
 from medgen_core.bundles import discover_bundles, get_bundle, install_bundle, pack_bundle, read_zoo_index, run_bundle_inference, run_checks, weights_status
 from medgen_core.bundles.conformance import CHECKS, STATIC_CHECKS
+from medgen_core.bundles.overrides import check_set_values, expert_override, parse_set_value
+from medgen_core.errors import BundleError, MedGenError
 
 __all__ = ["register"]
 
@@ -20,12 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("name", help="bundle name or folder")
     run.add_argument("input", type=Path)
     run.add_argument("output", type=Path)
-    run.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"), help="override a config id (repeatable)")
+    run.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
+                     help="override a config id with a literal value: a JSON number, true/false/null or array, else a plain string (repeatable)")
+    run.add_argument("--set-expression", nargs=2, action="append", default=[], metavar=("ID", "EXPR"),
+                     help="expert: override a config id with a value MONAI interprets ($ expression, @ reference); it must pass the config inspection")
+    run.add_argument("--trust", action="store_true", help="run even if the bundle's configs fail the inspection (only for bundles you trust)")
     run.set_defaults(func=_run)
     check = sub.add_parser("check", help="check that a bundle is zoo-ready (layout, metadata, weights, configs, MONAI commands)")
     check.add_argument("name", help="bundle name or folder")
     check.add_argument("--quick", action="store_true", help="skip the MONAI commands (verify_metadata, verify_net_in_out, ckpt_export, run)")
     check.add_argument("--only", nargs="+", choices=CHECKS, metavar="CHECK", help=f"run only these checks: {', '.join(CHECKS)}")
+    check.add_argument("--trust", action="store_true", help="run MONAI's commands even if the config inspection fails (they execute the configs)")
     check.set_defaults(func=_check)
     pack = sub.add_parser("pack", help="pack a bundle into <name>_v<version>.zip with a checksums.sha256 manifest")
     pack.add_argument("name", help="bundle name or folder")
@@ -35,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inst.add_argument("source", type=Path, help="<name>_v<version>.zip or a bundle folder")
     inst.add_argument("--trust", action="store_true", help="install even if its configs call code outside monai, medgen_core, torch, numpy")
     inst.add_argument("--force", action="store_true", help="replace an installed bundle of the same version")
+    inst.add_argument("--allow-builtin-name", action="store_true",
+                      help="install a bundle named like a built-in one (the built-in keeps the name; the copy runs by its folder)")
     inst.add_argument("--dest", type=Path, default=None, help="bundle folder (default: $MEDGEN_BUNDLE_DIR or ~/.medgen/bundles)")
     inst.set_defaults(func=_install)
 
@@ -63,7 +79,21 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = run_bundle_inference(args.name, args.input, args.output, dict(args.set))
+    info = get_bundle(args.name)
+    values = check_set_values({k: parse_set_value(v) for k, v in args.set})
+    expressions: dict = {}
+    for config_id, text in args.set_expression:
+        expressions.update(expert_override(config_id, text))
+    try:
+        out = run_bundle_inference(info, args.input, args.output, values, trust=args.trust, expressions=expressions)
+    except MedGenError:
+        raise
+    except Exception as err:  # a bundle or an override that does not fit: one line, not a traceback
+        cause = err
+        while cause.__cause__ is not None or cause.__context__ is not None:  # MONAI wraps the real error
+            cause = cause.__cause__ or cause.__context__
+        lines = [ln for ln in str(cause).splitlines() if ln.strip()] or [""]
+        raise BundleError(f"bundle {info.name} failed on {args.input}: {type(cause).__name__}: {lines[0][:300]}") from None
     print(f"wrote {out}")
     return 0
 
@@ -73,7 +103,7 @@ def _check(args: argparse.Namespace) -> int:
     names = args.only or (list(STATIC_CHECKS) if args.quick else list(CHECKS))
     print(f"checking {info.name} {info.version} at {info.path}")
     failed = 0
-    for result in run_checks(info.path, names):
+    for result in run_checks(info.path, names, trust=args.trust):
         if result.exempt_reason is not None:
             print(f"  EXEMPT {result.name}: {result.exempt_reason}")
             continue
@@ -86,11 +116,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise BundleError(f"{args.out}: --out must be a folder (the zip is written into it), but a file of that name exists")
     print(f"wrote {pack_bundle(args.name, args.out)}")
     return 0
 
 
 def _install(args: argparse.Namespace) -> int:
-    info = install_bundle(args.source, dest=args.dest, trust=args.trust, force=args.force)
+    info = install_bundle(args.source, dest=args.dest, trust=args.trust, force=args.force, allow_builtin_name=args.allow_builtin_name)
     print(f"installed {info.name} {info.version} at {info.path}")
     return 0

@@ -22,6 +22,7 @@ import torch
 
 from medgen_core.bundles.catalog import get_bundle
 from medgen_core.bundles.weights import load_state_dict_safely
+from medgen_core.cli._validation import check_device, non_negative_float, non_negative_int, positive_float, positive_int
 from medgen_core.data.abr_dataset import PEAK_NAMES, STATIC_NAMES, SignalDataError, load_abr_dataset
 from medgen_core.data.abr_simulator import simulate_abr_dataset, time_axis_ms
 from medgen_core.errors import BundleError
@@ -37,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cvae_command", metavar="ACTION", required=True)
     sim = sub.add_parser("simulate", help="write a simulated ABR dataset (.npz or .csv) with a provenance sidecar")
-    sim.add_argument("--n", type=int, default=4000, help="records")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--n", type=positive_int, default=4000, help="records (>= 1)")
+    sim.add_argument("--seed", type=non_negative_int, default=0)
     sim.add_argument("--output", type=Path, required=True, help="dataset file (.npz or .csv)")
     sim.set_defaults(func=_simulate)
 
@@ -47,16 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--val", type=Path, default=None, help="validation records (loss logged per epoch)")
     tr.add_argument("--out", type=Path, required=True, help="output folder (model.pt, model_config.json, checkpoint.pt, train_log.csv, loss_curve.png)")
     tr.add_argument("--mode", choices=("joint", "legacy"), default="joint")
-    tr.add_argument("--epochs", type=int, default=50)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--latent-dim", type=int, default=32)
-    tr.add_argument("--hidden", type=int, default=256)
-    tr.add_argument("--max-beta", type=float, default=0.005, help="final KL weight")
-    tr.add_argument("--warmup-epochs", type=int, default=10, help="epochs of the linear beta warm-up")
-    tr.add_argument("--static-weight", type=float, default=1.0)
-    tr.add_argument("--peak-weight", type=float, default=1.0)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=positive_int, default=50)
+    tr.add_argument("--batch-size", type=positive_int, default=64)
+    tr.add_argument("--lr", type=positive_float, default=1e-3)
+    tr.add_argument("--latent-dim", type=positive_int, default=32)
+    tr.add_argument("--hidden", type=positive_int, default=256)
+    tr.add_argument("--max-beta", type=non_negative_float, default=0.005, help="final KL weight")
+    tr.add_argument("--warmup-epochs", type=non_negative_int, default=10, help="epochs of the linear beta warm-up")
+    tr.add_argument("--static-weight", type=non_negative_float, default=1.0)
+    tr.add_argument("--peak-weight", type=non_negative_float, default=1.0)
+    tr.add_argument("--seed", type=non_negative_int, default=0)
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     tr.add_argument("--device", default="cpu")
     tr.set_defaults(func=_train)
@@ -68,17 +69,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         src.add_argument("--bundle", default=None, help="bundle name or folder (e.g. abr_joint_cvae)")
         src.add_argument("--model", type=Path, default=None, help="a 'medgen cvae train' output folder")
         sp.add_argument("--mode", choices=("joint", "legacy"), default="joint")
-        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--seed", type=non_negative_int, default=0)
         sp.add_argument("--device", default="cpu")
         if name == "sample":
-            sp.add_argument("--n", type=int, default=16, help="records (joint) or records per parameter set (legacy)")
+            sp.add_argument("--n", type=positive_int, default=16, help="records (joint) or records per parameter set (legacy)")
             sp.add_argument("--static", type=Path, default=None, help="legacy: CSV with columns " + ", ".join(STATIC_NAMES))
             sp.add_argument("--output", type=Path, required=True, help="output file (.npz or .csv)")
             sp.add_argument("--no-noise", action="store_true", help="decoder means instead of samples of the full generative model")
             sp.set_defaults(func=_sample)
         else:
             sp.add_argument("--data", type=Path, required=True, help="held-out records (.npz or .csv)")
-            sp.add_argument("--n", type=int, default=None, help="generated records (default: half the held-out set)")
+            sp.add_argument("--n", type=positive_int, default=None, help="generated records (default: half the held-out set)")
             sp.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the PNGs")
             sp.set_defaults(func=_evaluate)
 
@@ -109,6 +110,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medgen_core.training.cvae import CVAETrainer, CVAETrainingConfig
 
+    check_device(args.device)
     train = load_abr_dataset(args.data)
     val = load_abr_dataset(args.val) if args.val is not None else None
     net = SignalCVAE(signal_length=train.signals.shape[1], num_static=train.static.shape[1], latent_dim=args.latent_dim,
@@ -129,11 +131,15 @@ def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str
     if bundle is not None:
         from monai.bundle import ConfigParser
 
+        from medgen_core.bundles.inspection import require_inspected
+        from medgen_core.bundles.overrides import literal_overrides, torch_device
+
         info = get_bundle(bundle)
+        require_inspected(info)  # built-in bundles are trusted; any other is inspected before its configs are parsed
         parser = ConfigParser()
         parser.read_meta(str(info.path / "configs" / "metadata.json"))
         parser.read_config(str(info.config("inference")))
-        parser.update({"bundle_root": str(info.path), "mode": mode, "device": f"$torch.device('{device}')"})
+        parser.update(literal_overrides({"bundle_root": str(info.path), "mode": mode, "device": torch_device(device)}))
         try:
             net = parser.get_parsed_content("network")
         except Exception as err:  # MONAI wraps the WeightsError raised inside the config expression
@@ -157,6 +163,7 @@ def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str
 
 
 def _sample(args: argparse.Namespace) -> int:
+    check_device(args.device)
     _check_output(args.output, (args.static,))
     if args.n < 1:
         raise SignalDataError(f"--n must be >= 1, got {args.n}")
@@ -173,6 +180,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medgen_core.inference.cvae_sampling import sample_joint, sample_legacy
     from medgen_core.training.cvae import normalized_tensors
 
+    check_device(args.device)
     heldout = load_abr_dataset(args.data)
     net, prov = load_cvae(args.bundle, args.model, args.mode, args.device)
     n = args.n or max(len(heldout) // 2, 2)

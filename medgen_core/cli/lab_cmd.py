@@ -65,24 +65,41 @@ def _numbers(text: str | None, kind: type, what: str) -> list | None:
         raise LabError(f"{what} must be comma-separated {kind.__name__}s, got {text!r}") from err
 
 
+def _read_config(path: Path) -> Any:
+    """The raw (unparsed) content of a JSON/YAML config file."""
+    from monai.bundle import ConfigParser
+
+    try:
+        return ConfigParser.load_config_file(str(path))
+    except Exception as err:  # noqa: BLE001 - JSON/YAML errors, unknown suffix
+        raise LabError(f"{path}: not a readable JSON/YAML lab config ({type(err).__name__}: {err})") from None
+
+
 class LabContext:
     """The bundle's merged ``inference.json`` + ``lab.json``, and the networks they define."""
 
     def __init__(self, bundle: str, config: Path | None, device: str) -> None:
         from monai.bundle import ConfigParser
 
+        from medgen_core.bundles.config_safety import check_config
+        from medgen_core.bundles.inspection import require_inspected
+        from medgen_core.bundles.overrides import literal_overrides, torch_device
+
         self.info = get_bundle(bundle)
+        require_inspected(self.info)  # built-in bundles are trusted; any other is inspected before its configs are parsed
         root = self.info.path
         lab = config or root / "configs" / "lab.json"
         if not lab.is_file():
             raise LabError(f"{lab}: lab config not found (a lab bundle ships configs/lab.json)")
         self.files = [str(root / "configs" / "inference.json"), str(lab)]
-        self.device = torch.device(device)
+        if config is not None and config.is_file() and (problems := check_config(_read_config(config), str(config))):
+            raise LabError(f"{config}: refusing this lab config, it would run code outside the allowed libraries: {'; '.join(problems[:3])}")
+        self.device = torch_device(device)
         self.meta = self.info.metadata
         self.parser = ConfigParser()
         self.parser.read_meta(str(root / "configs" / "metadata.json"))
         self.parser.read_config(self.files)
-        self.parser.update({"bundle_root": str(root), "device": f"$torch.device('{self.device}')"})
+        self.parser.update(literal_overrides({"bundle_root": str(root), "device": self.device}))
         self._data = None
 
     def get(self, key: str, **overrides: Any) -> Any:
@@ -226,9 +243,18 @@ def run(args: argparse.Namespace) -> int:
         raise LabError(f"--steps must be >= 2 (the two endpoints), got {args.steps}")
     if args.out.exists() and not args.out.is_dir():
         raise LabError(f"{args.out}: --out must be a folder, and this is a file")
+    from medgen_core.cli._validation import check_device
+
+    check_device(args.device)
     ctx = LabContext(args.bundle, args.config, args.device)
+    created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
-    message = {"sweep": _sweep, "interpolate": _interpolate, "mix": _mix, "restore": _restore}[args.action](ctx, args)
+    try:
+        message = {"sweep": _sweep, "interpolate": _interpolate, "mix": _mix, "restore": _restore}[args.action](ctx, args)
+    except BaseException:
+        if created and not any(args.out.iterdir()):  # a refused request leaves no empty folder behind
+            args.out.rmdir()
+        raise
     write_json({"action": args.action, "message": message}, args.out / f"{args.action}_summary.json")
     print(message)
     return 0
