@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import stat
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
-from bundle_testing import BUNDLE_IDS, BUNDLES, sample_volume, snapshot_bundle
+from bundle_testing import BUNDLE_IDS, BUNDLES, REPO, sample_volume, snapshot_bundle
 from medgen_core.bundles.catalog import get_bundle
 from medgen_core.bundles.runner import run_bundle_inference
 from medgen_core.bundles.sharing import MANIFEST_NAME, install_bundle, pack_bundle, read_zoo_index
@@ -177,3 +182,117 @@ def test_install_from_folder_and_cli_list(bundle: Path, tmp_path: Path, user_dir
         path.write_bytes(path.read_bytes()[:-1])
     main(["bundle", "list"])
     assert " MISMATCH " in next(line for line in capsys.readouterr().out.splitlines() if line.startswith(bundle.name))
+
+
+# -- hostile archives and weights (issue 14): one line, exit code 2, nothing installed, nothing run ---------
+GENSEG = REPO / "monai_bundles" / "brain_tissue_genseg"
+
+
+@pytest.fixture
+def small_bundle(tmp_path: Path) -> Path:
+    """A copy of the (small) GenSeg bundle under its own name."""
+    root = snapshot_bundle(GENSEG, tmp_path / "genseg_copy")
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    meta["name"] = "genseg_copy"
+    (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
+    return root
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    """The one error line of a medgen command that must fail with exit code 2 (no traceback). Reports of
+    loggers still bound to an earlier test's closed capture stream (a pytest artefact) are left out."""
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = re.sub(r"--- Logging error ---\n.*?\nArguments: .*?\n", "", capsys.readouterr().err, flags=re.S)
+    lines = [line for line in err.splitlines() if line.startswith("medgen: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _set_declared_size(archive: Path, member: str, size: int) -> None:
+    """Rewrite the uncompressed size that the zip's central directory records for ``member`` (the data stays)."""
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(member)
+    name = member.encode()
+    pos = data.find(b"PK\x01\x02")
+    while pos != -1:
+        if data[pos + 46 : pos + 46 + len(name)] == name:
+            data[pos + 24 : pos + 28] = size.to_bytes(4, "little")
+            archive.write_bytes(bytes(data))
+            assert zipfile.ZipFile(archive).getinfo(member).file_size == size != info.file_size
+            return
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    raise AssertionError(f"{member} not found in the central directory")
+
+
+@pytest.mark.parametrize("declared", [5, 10**6], ids=["smaller", "larger"])
+def test_member_whose_size_lies_is_one_line(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys, declared: int) -> None:
+    archive = pack_bundle(small_bundle, tmp_path / "packs")
+    _set_declared_size(archive, "genseg_copy/LICENSE", declared)
+    line = _cli_error(["bundle", "install", archive], capsys)
+    assert "genseg_copy/LICENSE" in line and ("corrupt or its recorded sizes lie" in line or "declares" in line), line
+    assert not (user_dir / "genseg_copy").exists()
+
+
+def test_zip_bomb_is_refused_before_extraction(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys) -> None:
+    """20 MB of zeros deflate to ~20 kB: refused by its compression ratio, even though the manifest lists it."""
+    archive = pack_bundle(small_bundle, tmp_path / "packs")
+    zeros = bytes(20 * 1024**2)
+    with zipfile.ZipFile(archive) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["genseg_copy/docs/zeros.bin"] = zeros
+    members[MANIFEST_NAME] = _manifest_for(members)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    assert bomb.stat().st_size < 2 * archive.stat().st_size
+    line = _cli_error(["bundle", "install", bomb], capsys)
+    assert "zeros.bin" in line and "zip bomb" in line
+    assert not (user_dir / "genseg_copy").exists()
+    # the per-member and total limits count the bytes: a lower limit refuses the plain archive too
+    with pytest.raises(BundleError, match="over the 0 MiB limit per file"):
+        install_bundle(archive, max_member_bytes=100_000)
+    with pytest.raises(BundleError, match="unpacks to more than 0 MiB"):
+        install_bundle(archive, max_unpacked_bytes=100_000)
+
+
+def test_symlink_member_is_refused(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys) -> None:
+    archive = pack_bundle(small_bundle, tmp_path / "packs")
+    evil = tmp_path / "link.zip"
+    shutil.copy(archive, evil)
+    link = zipfile.ZipInfo("genseg_copy/docs/passwd")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(evil, "a") as zf:
+        zf.writestr(link, "../../../../etc/passwd")
+    assert "symbolic link" in _cli_error(["bundle", "install", evil], capsys)
+
+
+class _PicklePayload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_payload_with_recomputed_hash_is_refused_when_run(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys, monkeypatch) -> None:
+    """A .pt carrying code, with its sha256 recorded consistently: installs (the hash check passes), and
+    ``weights_only=True`` refuses it when the bundle runs, in one line; the payload never runs."""
+    monkeypatch.chdir(tmp_path)
+    weights = small_bundle / "models" / "model.pt"
+    old = hashlib.sha256(weights.read_bytes()).hexdigest()
+    torch.save({"weight": _PicklePayload()}, weights)
+    new = hashlib.sha256(weights.read_bytes()).hexdigest()
+    meta = small_bundle / "configs" / "metadata.json"
+    meta.write_text(meta.read_text().replace(old, new))
+    info = install_bundle(pack_bundle(small_bundle, tmp_path / "packs"))
+    line = _cli_error(["genseg", "segment", sample_volume(tmp_path / "in.nii.gz"), tmp_path / "out.nii.gz", "--bundle", info.name], capsys)
+    assert "carries a pickle payload" in line and not (tmp_path / "PWNED").exists() and not (tmp_path / "out.nii.gz").exists()
+
+
+def test_flipped_weight_byte_is_one_line_when_run(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys) -> None:
+    weights = small_bundle / "models" / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    line = _cli_error(["genseg", "segment", sample_volume(tmp_path / "in.nii.gz"), tmp_path / "out.nii.gz", "--bundle", small_bundle], capsys)
+    assert "does not match the sha256 recorded" in line and not (tmp_path / "out.nii.gz").exists()
