@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from io_testing import (
     VALUES,
@@ -366,7 +367,10 @@ CHILD = textwrap.dedent("""
         except Exception as err:
             outcome = [type(err).__name__, str(err)]
         results[path] = outcome + [time.perf_counter() - start]
-    results["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # ru_maxrss keeps the parent's peak across fork + exec on Linux; VmHWM is this process's own peak RSS.
+    status = open("/proc/self/status").read() if sys.platform.startswith("linux") else ""
+    hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    results["peak_rss_mb"] = int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(results))
 """)
 
@@ -374,7 +378,8 @@ CHILD = textwrap.dedent("""
 def test_decompression_bombs_fail_fast_with_bounded_memory(tmp_path) -> None:
     bombs = build_bombs(tmp_path)
     done = subprocess.run([sys.executable, "-c", CHILD, *map(str, bombs.values())], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "MEDGEN_MAX_VOXELS": ""})
+                          timeout=120, env={**os.environ, "MEDGEN_MAX_VOXELS": "", "OMP_NUM_THREADS": "1",
+                                            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     for name, path in bombs.items():
@@ -387,7 +392,7 @@ def test_decompression_bombs_fail_fast_with_bounded_memory(tmp_path) -> None:
             assert kind == "ImageReadError", message
             assert "a decompression bomb or trailing data" in message
         assert seconds < 3.0, (name, seconds)
-    assert results["maxrss_mb"] < 400, results["maxrss_mb"]  # old code: 4.9 GB for one huge header
+    assert results["peak_rss_mb"] < 400, results["peak_rss_mb"]  # old code: 4.9 GB for one huge header
 
 
 def test_voxel_limit_is_configurable(tmp_path, monkeypatch) -> None:
@@ -452,3 +457,25 @@ def test_cli_refusals_are_one_line(tmp_path, capsys) -> None:
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("medgen: error: ") and fragment in err, err
     assert data.read_bytes() == before and not (tmp_path / "out.nii.gz").exists()
+
+
+def test_deflated_dicom_bomb_is_refused(tmp_path, monkeypatch) -> None:
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    series = dicom_series(tmp_path / "deflated", [0.0, 2.0, 4.0])
+    for path in sorted(series.iterdir()):  # a valid deflated series reads as before
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_allclose(read_volume(series).spacing, (0.5, 0.5, 2.0))
+    first = series / "s000.dcm"
+    raw = first.read_bytes()
+    meta_end = 144 + int.from_bytes(raw[140:144], "little")  # preamble, DICM, (0002,0000) UL group length
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first.write_bytes(raw[:meta_end] + comp.compress(bytes(40 << 20)) + comp.flush())  # 40 MiB of zeros in ~40 kB
+    monkeypatch.setenv("MEDGEN_MAX_VOXELS", "1000")  # cap = 2 * 1000 + 16 MiB
+    with pytest.raises(ImageReadError) as err:
+        read_volume(series)
+    one_line_error(err, "s000.dcm: deflated DICOM data inflates to more than 16779216 bytes")

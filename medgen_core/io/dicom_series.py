@@ -18,12 +18,14 @@ is parsed with pydicom (``stop_before_pixels``, large values deferred) and:
   positions, the expected step and the gap in the message.
 
 The sorted file list is then read by SimpleITK. A Deflated-transfer-syntax file is first inflated
-without keeping the output, up to a cap, so a deflate bomb cannot exhaust memory during parsing.
+without keeping the output and refused past ``2 * max_voxels() + MAX_HEADER_BYTES`` bytes (16-bit
+pixels at the voxel limit plus the header), so a deflate bomb cannot exhaust memory during parsing.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +71,31 @@ class _Slice:
     frames: int
 
 
-def _dataset(path: Path, *, force: bool = False) -> Any | None:
-    """The header of ``path`` as a pydicom Dataset, or ``None`` if it is not DICOM."""
+def _dataset(path: Path) -> Any | None:
+    """The header of ``path`` as a pydicom Dataset, or ``None`` if it is not DICOM.
+
+    Files without the 128-byte preamble are accepted when they start with a group 0002/0008 tag and
+    parse to a dataset with a SOP Class UID or Rows.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        meta = pydicom.filereader.read_file_meta_info(path)
-        if str(meta.get("TransferSyntaxUID", "")) == _DEFLATED:
-            _check_deflated(path)
-        return pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER, force=force)
+        with open(path, "rb") as handle:
+            start = handle.read(132)
+        force = start[128:132] != b"DICM"
+        if force and start[:2] not in (b"\x02\x00", b"\x08\x00"):
+            return None
+        if not force:
+            meta = pydicom.filereader.read_file_meta_info(path)
+            if str(meta.get("TransferSyntaxUID", "")) == _DEFLATED:
+                _check_deflated(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER, force=force)
     except ImageReadError:
         raise
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, struct.error):
         return None
+    return ds if "SOPClassUID" in ds or "Rows" in ds else None
 
 
 def _check_deflated(path: Path) -> None:
@@ -92,7 +105,12 @@ def _check_deflated(path: Path) -> None:
     with open(path, "rb") as raw:
         pydicom.filereader.read_preamble(raw, False)
         pydicom.filereader._read_file_meta_info(raw)
-        measure_decompressed(path, raw, "deflate", 4 * max_voxels() + MAX_HEADER_BYTES, exact=False)
+        cap = 2 * max_voxels() + MAX_HEADER_BYTES  # 16-bit pixels at the voxel limit, plus the header
+        try:
+            measure_decompressed(path, raw, "deflate", cap, exact=False)
+        except ImageReadError as err:
+            raise ImageReadError(f"{path}: deflated DICOM data inflates to more than {cap} bytes or is corrupt "
+                                 "(a decompression bomb?); refusing to read it") from err
 
 
 def _is_image(ds: Any) -> bool:
@@ -163,7 +181,7 @@ def dicom_files(folder: Path) -> list[Path]:
 
 def check_dicom_file(path: Path) -> None:
     """Checks on a single DICOM file before SimpleITK reads it: an image, scalar, within the voxel limit."""
-    ds = _dataset(path, force=True)
+    ds = _dataset(path)
     if ds is None:
         return  # not parseable by pydicom; SimpleITK gives its own (one-line) error
     if not _is_image(ds):

@@ -174,6 +174,8 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, np.ndarray]:
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in files])
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # spacing already checked; ITK's multi-line warnings add nothing
     try:
         image = reader.Execute()
     except Exception as err:
@@ -181,6 +183,8 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: cannot read DICOM series ({type(err).__name__}: {one_line(err)}); "
             "a slice may be truncated or corrupt"
         ) from err
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     return _read_sitk(image, path)
 
 
