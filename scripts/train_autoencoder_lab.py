@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from medgen_core.bundles.overrides import literal_overrides, torch_device
 from medgen_core.bundles.weights import install_variant_weights
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_autoencoder"
@@ -36,7 +37,7 @@ def _parser(files: list[str], overrides: dict) -> ConfigParser:
     parser = ConfigParser()
     parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
     parser.read_config([str(BUNDLE / "configs" / f) for f in files])
-    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    parser.update(literal_overrides({"bundle_root": str(BUNDLE), **overrides}))  # paths as literals, the device as a torch.device
     return parser
 
 
@@ -45,7 +46,7 @@ def train_autoencoder(out: Path, seed: int, iterations: int | None, device: str 
     if iterations is not None:
         overrides["iterations"] = iterations
     if device:
-        overrides["device"] = f"$torch.device('{device}')"
+        overrides["device"] = torch_device(device)
     parser = _parser(["train.json"], overrides)
     parser.get_parsed_content("initialize")
     t0 = time.time()

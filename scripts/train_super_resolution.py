@@ -17,6 +17,8 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 
+from medgen_core.bundles.overrides import literal_overrides
+
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution"
 # Iteration counts of the shipped weights. x2_block and x4_gaussian were reached by resuming shorter
 # runs (700 -> 1500; 1000 -> 2000 -> 3000 -> 4200 -> 7000 -> 9000), i.e. with restarts of the cosine
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"bundle_root": str(BUNDLE), "variant": name, "output_dir": str(args.runs_dir / name), **VARIANTS[name]}
         if args.iterations is not None:
             overrides["iterations"] = args.iterations
-        parser.update(overrides)
+        parser.update(literal_overrides(overrides))  # paths as literals: a runs folder named '$...' or 'a#b' is a folder
         parser.get_parsed_content("initialize")
         model_path = parser.get_parsed_content("trainer").run()
         if not args.no_install:
