@@ -8,7 +8,8 @@ is parsed with pydicom (``stop_before_pixels``, large values deferred) and:
   structure sets, presentation states, segmentations, RT dose ...; decided by the SOP Class, or by the
   presence of Rows/Columns for unknown classes) are skipped with a logged note; a folder with no image
   file is an error;
-* of several series (Series Instance UID) the one with the most image files is read, as before;
+* of several series (Series Instance UID) the one with the most image files is read, as before; a tie
+  for the most files is refused as ambiguous; a file that says ``DICM`` but cannot be parsed is refused;
 * inside that series every file must have the same Rows/Columns, Pixel Spacing and Image Orientation
   (Patient) (within :data:`ORIENTATION_TOLERANCE`), one frame and one sample per pixel, and an Image
   Position (Patient);
@@ -35,7 +36,7 @@ import numpy as np
 
 from medgen_core.errors import ImageReadError
 from medgen_core.io.limits import MAX_HEADER_BYTES, check_declared_size, max_voxels, measure_decompressed
-from medgen_core.io.validation import check_spacing
+from medgen_core.io.validation import check_spacing, one_line
 
 __all__ = [
     "ORIENTATION_TOLERANCE",
@@ -93,7 +94,10 @@ def _dataset(path: Path) -> Any | None:
         ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER, force=force)
     except ImageReadError:
         raise
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, struct.error) as err:
+        if not force:  # it says DICM: a DICOM file that is broken, not some other file
+            raise ImageReadError(f"{path}: DICOM file cannot be parsed ({type(err).__name__}: {one_line(err)}); "
+                                 "the file may be truncated or corrupt") from err
         return None
     return ds if "SOPClassUID" in ds or "Rows" in ds else None
 
@@ -213,6 +217,10 @@ def series_files(folder: Path) -> list[Path]:
     by_series: dict[str, list[_Slice]] = defaultdict(list)
     for info in images:
         by_series[info.series].append(info)
+    counts = sorted((len(v) for v in by_series.values()), reverse=True)
+    if len(counts) > 1 and counts[0] == counts[1]:
+        raise ImageReadError(f"{folder}: holds {len(counts)} DICOM series, the largest two with {counts[0]} image files "
+                             "each; ambiguous (expected one series per folder, or the largest one unique)")
     best = max(by_series, key=lambda s: len(by_series[s]))
     if len(by_series) > 1:
         logger.info("%s: %d DICOM series found; reading %s (%d files)", folder, len(by_series), best, len(by_series[best]))

@@ -7,6 +7,7 @@ Each ``check_*`` function refuses, with one line naming the file:
 * complex, RGB and unsupported voxel types (policy in :mod:`medgen_core.io.validation`);
 * zero, negative or NaN spacing (NIfTI ``pixdim``, NRRD ``spacings``, MetaImage ``ElementSpacing``), a
   zero or NaN NRRD ``space directions`` vector, a singular or non-finite direction matrix;
+* a NIfTI ``bitpix`` that disagrees with ``datatype``;
 * NIfTI ``scl_slope`` NaN/Inf (``scl_slope = 0`` means "no scaling", as the NIfTI standard says) and a
   non-finite ``scl_inter`` with a slope;
 * voxel data that is missing, truncated, or (compressed) decompresses to more or fewer bytes than
@@ -116,6 +117,9 @@ def check_nifti(header: Header) -> Declared:
         raise ImageReadError(f"{path}: NIfTI datatype code {code} cannot be read here (1-bit or long double); "
                              "expected an integer or float type")
     check_voxel_type(dtype, path)
+    if int(hdr["bitpix"]) not in (0, 8 * dtype.itemsize):  # 0: left unset by the writer
+        raise ImageReadError(f"{path}: NIfTI bitpix {int(hdr['bitpix'])} disagrees with datatype {dtype.name} "
+                             f"({8 * dtype.itemsize} bits); the header is inconsistent")
     nbytes = _check_shape(path, shape, dtype.itemsize)
     check_spacing(hdr["pixdim"][1: min(ndim, 3) + 1], path, "NIfTI pixdim (voxel size)")
     slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
