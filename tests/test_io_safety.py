@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -33,7 +34,7 @@ from io_testing import (
     write_nhdr,
     write_nifti_raw,
 )
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
 import medgen_core.io as mio
 from medgen_core.errors import ImageReadError, ImageWriteError
@@ -232,6 +233,21 @@ def test_dicom_inconsistent_series_is_refused(tmp_path, case: str, fragments: li
     one_line_error(err, case, *fragments)
 
 
+def test_dicom_ambiguous_or_broken_folder_is_refused(tmp_path) -> None:
+    folder = dicom_series(tmp_path / "two", [0.0, 2.0, 4.0])
+    other = dicom_series(tmp_path / "other", [10.0, 12.0, 14.0])
+    for path in other.iterdir():
+        path.rename(folder / f"b_{path.name}")
+    with pytest.raises(ImageReadError) as err:
+        read_volume(folder)
+    one_line_error(err, "holds 2 DICOM series, the largest two with 3 image files each; ambiguous")
+    broken = dicom_series(tmp_path / "broken", [0.0, 2.0, 4.0, 6.0])
+    (broken / "s003.dcm").write_bytes((broken / "s003.dcm").read_bytes()[:200])
+    with pytest.raises(ImageReadError) as err:
+        read_volume(broken)
+    one_line_error(err, "s003.dcm: DICOM file cannot be parsed", "truncated or corrupt")
+
+
 def test_dicom_non_image_objects(tmp_path, caplog) -> None:
     series = dicom_series(tmp_path / "with_sr", [0.0, 2.0, 4.0])
     structured_report(series / "report.dcm")
@@ -309,6 +325,11 @@ def test_voxel_type_policy(tmp_path) -> None:
     with pytest.raises(ImageReadError) as err:
         read_volume(write_nifti_raw(tmp_path / "f64.nii", np.full((2, 2, 2), 1e300)))
     one_line_error(err, "exceed the float32 range")
+    half = write_nifti_raw(tmp_path / "half.nii", VALUES)
+    half.write_bytes(half.read_bytes()[:72] + (16).to_bytes(2, "little") + half.read_bytes()[74:])  # bitpix 16, float32
+    with pytest.raises(ImageReadError) as err:
+        read_volume(half)
+    one_line_error(err, "half.nii: NIfTI bitpix 16 disagrees with datatype float32")
     complex_cases = {
         "c64.nii.gz": lambda p: write_nifti_raw(p, (VALUES + 1j).astype(np.complex64)),
         "c128.nii": lambda p: write_nifti_raw(p, (VALUES + 1j).astype(np.complex128)),
@@ -460,10 +481,6 @@ def test_cli_refusals_are_one_line(tmp_path, capsys) -> None:
 
 
 def test_deflated_dicom_bomb_is_refused(tmp_path, monkeypatch) -> None:
-    import zlib
-
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
     series = dicom_series(tmp_path / "deflated", [0.0, 2.0, 4.0])
     for path in sorted(series.iterdir()):  # a valid deflated series reads as before
         ds = pydicom.dcmread(path)

@@ -99,7 +99,12 @@ def _dataset(path: Path) -> Any | None:
             raise ImageReadError(f"{path}: DICOM file cannot be parsed ({type(err).__name__}: {one_line(err)}); "
                                  "the file may be truncated or corrupt") from err
         return None
-    return ds if "SOPClassUID" in ds or "Rows" in ds else None
+    if "SOPClassUID" in ds or "Rows" in ds:
+        return ds
+    if not force:
+        raise ImageReadError(f"{path}: DICOM file cannot be parsed (no SOP Class UID or image attributes); the file "
+                             "may be truncated or corrupt")
+    return None
 
 
 def _check_deflated(path: Path) -> None:
