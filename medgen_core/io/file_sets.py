@@ -40,7 +40,10 @@ def input_file_set(path: str | Path) -> list[Path]:
 
     path = Path(path)
     if path.is_dir():
-        return dicom_series.dicom_files(path)
+        try:
+            return dicom_series.dicom_files(path)
+        except ImageReadError:  # a broken DICOM file: count every file of the folder as part of the input
+            return sorted(p for p in path.iterdir() if p.is_file())
     files = [path]
     known = format_of(path)
     try:

@@ -2,7 +2,9 @@
 
 Voxel types (every reader returns float32, so a type is accepted only where float32 holds its values):
 
-* bool, (u)int8, (u)int16, float16 and float32 are converted exactly.
+* bool, (u)int8, (u)int16, float16 and float32 are converted exactly. No supported file format stores
+  bool or float16 (they reach a :class:`~medgen_core.io.volume.Volume` only from memory); a 0/1 mask is
+  read from uint8, and the bit-packed NIfTI ``DT_BINARY`` (and long double) is refused as unsupported.
 * (u)int32 and (u)int64 are converted when every value is exactly representable in float32 (all
   integers up to 2**24 in magnitude, and larger ones that happen to be representable); otherwise the
   file is refused (a label value 16777217 would silently become 16777216). Scaled NIfTI integers
