@@ -87,7 +87,7 @@ def check_device(device: str, option: str = "--device") -> None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise MedGenError(f"{option} {device!r}: not a torch device; expected auto, cpu, cuda or cuda:N") from None
+        raise MedGenError(f"{option} {device!r} is not a torch device; expected auto, cpu, cuda or cuda:N") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"

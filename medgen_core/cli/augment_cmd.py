@@ -25,6 +25,7 @@ from medgen_core.augmentation import AugmentationConfig, DiffusersLoader, Genera
 from medgen_core.augmentation.outputs import volume_variants, write_synthetic_dataset
 from medgen_core.bundles import get_bundle
 from medgen_core.bundles.generators import bundle_loaders
+from medgen_core.cli._validation import check_device, fraction, non_negative_int, positive_int, strength
 from medgen_core.cli.upscale_cmd import check_output_path
 from medgen_core.errors import AugmentationError
 from medgen_core.io import read_volume
@@ -47,23 +48,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder")
     p.add_argument("--output", type=Path, default=None,
                    help="variants: output file (.nii/.nii.gz/.nrrd) instead of --out; with --k > 1 the files are <name>_variant<i><ext>")
-    p.add_argument("--n", type=int, default=16, help="generate: number of images")
-    p.add_argument("--k", type=int, default=3, help="variants: number of variants")
+    p.add_argument("--n", type=positive_int, default=16, help="generate: number of images (>= 1)")
+    p.add_argument("--k", type=positive_int, default=3, help="variants: number of variants (>= 1)")
     p.add_argument("--class", dest="class_name", default=None, help="class to generate (default: all classes round-robin / the first class)")
     p.add_argument("--source", default=None, choices=("vary", "labels"), help="variants: image-to-image (vary) or from a label map (labels)")
-    p.add_argument("--strength", type=float, default=None, help="variants: image-to-image strength in (0, 1]")
-    p.add_argument("--steps", type=int, default=None, help="diffusion steps (overrides the config)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
+    p.add_argument("--strength", type=strength, default=None, help="variants: image-to-image strength in (0, 1]")
+    p.add_argument("--steps", type=positive_int, default=None, help="diffusion steps, >= 1 (overrides the config)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="random seed, >= 0 (overrides the config)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--trust", action="store_true", help="load bundles whose configs use code outside the allowlist (only if you trust them)")
     ex = p.add_argument_group("experiment (defaults: the reported sweep)")
-    ex.add_argument("--seeds", type=int, nargs="+", default=None, help="experiment: seeds (default 0 1 2)")
-    ex.add_argument("--probs", type=float, nargs="+", default=None, help="experiment: prob values (default 0.3 0.5 0.7)")
+    ex.add_argument("--seeds", type=non_negative_int, nargs="+", default=None, help="experiment: seeds (default 0 1 2)")
+    ex.add_argument("--probs", type=fraction, nargs="+", default=None, help="experiment: prob values (default 0.3 0.5 0.7)")
     ex.add_argument("--mix-ranges", type=_mix_range, nargs="+", default=None, metavar="LO,HI",
                     help="experiment: mix_ratio_range values (default 0.1,0.3 0.3,0.5)")
-    ex.add_argument("--steps-sweep", type=int, nargs="+", default=None, help="experiment: inference_steps values (default 10 20 50)")
-    ex.add_argument("--iterations", type=int, default=None, help="experiment: classifier training iterations per run (default 200)")
-    ex.add_argument("--bank-per-class", type=int, default=None, help="experiment: synthetic slices pre-generated per class and steps value (default 48)")
+    ex.add_argument("--steps-sweep", type=positive_int, nargs="+", default=None, help="experiment: inference_steps values (default 10 20 50)")
+    ex.add_argument("--iterations", type=positive_int, default=None, help="experiment: classifier training iterations per run (default 200)")
+    ex.add_argument("--bank-per-class", type=positive_int, default=None, help="experiment: synthetic slices pre-generated per class and steps value (default 48)")
     p.add_argument("--progress", default=None, choices=("bar", "json"), help="'json' also prints MEDGEN_PROGRESS lines (for GUIs)")
     p.set_defaults(func=run)
 
@@ -164,6 +165,7 @@ def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str 
 
 
 def run(args: argparse.Namespace) -> int:
+    check_device(args.device)
     with progress_mode(args.progress), tempfile.TemporaryDirectory(prefix="medgen-augment-") as scratch:
         cfg, generators = _read_config(args)
         if args.action == "generate" and (args.out is None or args.output is not None):

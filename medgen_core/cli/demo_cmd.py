@@ -19,6 +19,7 @@ import torch
 from medgen_core.bundles import get_bundle, run_bundle_inference
 from medgen_core.cli.upscale_cmd import DEFAULT_SR_BUNDLE
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_brain_mask, load_mni152_t1
+from medgen_core.errors import MedGenError
 from medgen_core.evaluation.metrics import masked_psnr, masked_ssim
 from medgen_core.inference import bicubic_upscale_volume
 from medgen_core.inference.geometry import upscaled_affine
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     bundle = get_bundle(args.bundle)
     variant = bundle.metadata.get("medgen", {}).get("default_variant", {}).get(str(args.scale), f"x{args.scale}_mixed")
     out = args.out
+    if out.exists() and not out.is_dir():
+        raise MedGenError(f"{out}: --out must be a folder, but a file of that name exists")
     out.mkdir(parents=True, exist_ok=True)
     hr, mask = held_out_slab()
     print(f"MNI152 held-out slab z={MNI_HELDOUT_AXIAL[0]}..{MNI_HELDOUT_AXIAL[1] - 1}: {hr.shape}; model {bundle.bundle_id} variant {variant}")

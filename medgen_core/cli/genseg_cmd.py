@@ -199,7 +199,10 @@ def _segment(args: argparse.Namespace) -> int:
 
     if args.input is None or args.output is None:
         raise MedGenError("genseg segment needs INPUT and OUTPUT, e.g. medgen genseg segment t1.nii.gz tissue.nii.gz")
+    from medgen_core.cli._validation import check_device
+
     check_output_path(args.input, args.output)
+    check_device(args.device)
     read_volume(args.input)  # fail fast with a clear message before loading a model
     bundle = get_bundle(args.bundle)
     if bundle.medgen_task != "segment":

@@ -2,7 +2,8 @@
 
 Every sub-command module exposes ``register(subparsers)`` which adds its parser and sets
 ``func(args) -> int``. Errors that users can fix (bad input files, bad bundles) are raised as
-:class:`medgen_core.errors.MedGenError` and printed as one clear line, with exit code 2.
+:class:`medgen_core.errors.MedGenError` and printed as one clear line, with exit code 2; so are bad
+command-line values (argparse's usage errors, also one line, also exit code 2).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
+from typing import NoReturn
 
 from medgen_core import __version__
 from medgen_core.errors import MedGenError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "one_line"]
 
 # Sub-command modules, in the order they appear in ``medgen --help``.
 COMMAND_MODULES = (
@@ -31,8 +34,23 @@ COMMAND_MODULES = (
 )
 
 
+def one_line(message: object) -> str:
+    """``message`` on one line: its non-empty lines joined with ``; `` (library messages may span lines)."""
+    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
+    return re.sub(r":\s*;\s*", ": ", "; ".join(parts))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line like every other medgen error (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("medgen").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"medgen: error: {where}{one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medgen", description="Generative models for medical volumes.")
+    parser = OneLineParser(prog="medgen", description="Generative models for medical volumes.")
     parser.add_argument("--version", action="version", version=f"medgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -58,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MedGenError as err:
-        print(f"medgen: error: {err}", file=sys.stderr)
+        print(f"medgen: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medgen: interrupted", file=sys.stderr)

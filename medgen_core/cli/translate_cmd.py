@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medgen_core.bundles import BundleInfo, discover_bundles, get_bundle
+from medgen_core.cli._validation import check_device, check_preview_path, positive_int
 from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
 from medgen_core.cli.upscale_cmd import device_override
 from medgen_core.errors import BundleError
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", required=True, help="translation bundle name or folder, e.g. brain_tissue_to_t1_pix2pix, brain_t1_to_t2w_cyclegan")
     p.add_argument("--direction", default=None, choices=("a2b", "b2a"), help="for two-way (CycleGAN) bundles: a2b (default) or b2a")
     p.add_argument("--slice-axis", type=int, default=None, choices=(0, 1, 2), help="slice axis after reorientation to RAS (default 2: axial)")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="slices per forward pass (>= 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage of the middle slice (input / output)")
     add_output_format_arguments(p)
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _translate(args: argparse.Namespace) -> int:
     fmt = check_output(args.input, args.output, args.format, args.keep_patient_ids)
+    check_preview_path(args.preview)
+    check_device(args.device)
     source = read_volume(args.input)  # fail fast, with a clear message, before loading any model
     bundle = translation_bundle(args.bundle, args.direction)
     overrides = {k: v for k, v in (("direction", args.direction), ("slice_axis", args.slice_axis), ("batch_size", args.batch_size)) if v is not None}

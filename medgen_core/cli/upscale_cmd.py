@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medgen_core.bundles import get_bundle
+from medgen_core.cli._validation import check_device, check_preview_path, positive_int
 from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
 from medgen_core.errors import BundleError, ImageWriteError
 from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, format_of, read_volume
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default=None, help="explicit bundle variant name (overrides --scale/--degradation)")
     p.add_argument("--axes", default="inplane", choices=("inplane", "all"), help="upscale in-plane (default) or along all three axes")
     p.add_argument("--slice-axis", type=int, default=None, choices=(0, 1, 2), help="through-plane axis (default: the one with the largest spacing)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="slices per forward pass (>= 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--bundle", default=DEFAULT_SR_BUNDLE, help="super-resolution bundle name or folder")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage (input / bicubic / model)")
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _upscale(args: argparse.Namespace) -> int:
     fmt = check_output(args.input, args.output, args.format, args.keep_patient_ids)
+    check_preview_path(args.preview)
+    check_device(args.device)
     source = read_volume(args.input)  # fail fast, with a clear message, before loading any model
     bundle = get_bundle(args.bundle)
     variant = choose_variant(bundle.variants, args.scale, args.degradation, args.variant)
