@@ -15,7 +15,9 @@ ever decompressed up to the declared size: NIfTI is read through a :class:`Bound
 other compressed streams are first measured with :func:`measure_decompressed`, which discards its
 output in 1 MiB pieces and stops one piece past the declared size. Data that decompresses to more
 than the header declares (a decompression bomb, trailing garbage, a lying header) is refused, as is
-data that decompresses to less (truncated).
+data that decompresses to less (truncated). The measuring pass costs one extra decompression of
+compressed NRRD/MetaImage files (measured: 1.05 s -> 1.78 s for a 256^3 float32 gzip NRRD); SimpleITK
+itself also stops at the declared size, so memory stays bounded even without it.
 """
 
 from __future__ import annotations
