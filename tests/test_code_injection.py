@@ -218,6 +218,28 @@ def test_bundle_run_refuses_code_in_overrides(cwd: Path, capsys, argv: list[str]
     assert not (cwd / "PWNED").exists() and not (cwd / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--set", "no_such_section#x", "1"], "cannot apply the overrides"),
+        (["--set", "batch_size", "many"], "failed on in.nii.gz"),
+        (["--set", "device", "gpu0"], "is not a torch device"),
+    ],
+    ids=["unknown-id", "wrong-type", "bad-device"],
+)
+def test_bundle_run_bad_overrides_are_one_line(cwd: Path, capsys, argv: list[str], fragment: str) -> None:
+    sample_volume(cwd / "in.nii.gz")
+    code, _, err = _cli(["bundle", "run", "brain_tissue_genseg", "in.nii.gz", "out.nii.gz", *argv], capsys)
+    _assert_clean_refusal(code, err, fragment)
+    assert not (cwd / "out.nii.gz").exists()
+
+
+def test_install_of_a_non_archive_is_one_line(cwd: Path, capsys) -> None:
+    (cwd / "fake_v1.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = _cli(["bundle", "install", "fake_v1.zip"], capsys)
+    _assert_clean_refusal(code, err, "not a readable zip archive")
+
+
 def test_bundle_run_expert_expression_still_works(cwd: Path, capsys) -> None:
     sample_volume(cwd / "in.nii.gz")
     code, _, err = _cli(["bundle", "run", "brain_tissue_genseg", "in.nii.gz", "out.nii.gz", "--set-expression", "batch_size", "$2 * 2",

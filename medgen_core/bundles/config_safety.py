@@ -45,6 +45,7 @@ import importlib.util
 import inspect
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -187,7 +188,7 @@ def check_plain_string(value: str, key: str | None = None) -> str | None:
     if parts[-1].lower() in _DATA_SUFFIXES and key not in NAME_RESOLVED_KEYS:
         return None
     try:
-        found = parts[0] in __import__("sys").modules or importlib.util.find_spec(parts[0]) is not None
+        found = parts[0] in sys.modules or importlib.util.find_spec(parts[0]) is not None
     except (ImportError, ValueError):
         found = False
     if found or key in NAME_RESOLVED_KEYS:
