@@ -29,6 +29,26 @@ def test_corpus_is_large_and_every_category_is_present() -> None:
     assert categories == {"image", "output", "provenance", "bundle", "names", "cli"}
 
 
+def test_the_checks_catch_changed_inputs_leftovers_markers_and_multi_line_errors(tmp_path: Path) -> None:
+    """The invariants and the error check can fail: a changed input, a temporary file, a payload marker and a
+    two-line error are each reported."""
+    from corpus import Error, Outcome
+
+    (tmp_path / "scan.nii.gz").write_bytes(b"input")
+    before = snapshot(tmp_path)
+    (tmp_path / "scan.nii.gz").write_bytes(b"changed")
+    (tmp_path / ".tmp-1234-out.nii.gz").write_bytes(b"half")
+    (tmp_path / "PWNED_x").touch()
+    case = Case("selftest", "cli", "self-test", lambda folder: None, Error("scan.nii.gz"))
+    problems = compare(before, snapshot(tmp_path), case)
+    assert any(p.startswith("input changed: scan.nii.gz") for p in problems)
+    assert "left behind: .tmp-1234-out.nii.gz" in problems and "payload ran: PWNED_x exists" in problems
+    two_lines = Outcome(2, "", "medgen: error: scan.nii.gz: bad\nITK ERROR: more\n")
+    assert check_case(case, two_lines, lambda: ("", "")) != []
+    one_line = Outcome(2, "", "upscale:  50%|#####     | 1/2 [00:00<00:00]\rmedgen: error: scan.nii.gz: bad\n")
+    assert check_case(case, one_line, lambda: ("", "")) == []
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=pytest.mark.timeout(c.timeout_s)) for c in CASES])
 def test_case(case: Case, tmp_path: Path, corpus_cache: Path, capfd: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "case"
