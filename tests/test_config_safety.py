@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medgen_core.bundles.config_safety import check_config, check_expression, check_logging_ini, check_target
+from medgen_core.bundles.config_safety import check_config, check_expression, check_logging_ini, check_plain_string, check_target
 
 REFUSED = {
     "__import__('os').system('x')": "dunder name '__import__'",
@@ -28,6 +28,24 @@ REFUSED = {
     "from torch import os": "resolves to code in 'os'",
     "import torch.hub": "known escape hatch",
     "1 +": "not a valid Python expression",
+    # issue 14: file access on a value or through a chain, frame introspection, shell-running helpers, computed reader names
+    "_ref_.tofile('x')": "calls '.tofile' on a value",
+    "numpy.zeros(3).tofile('x')": "calls '.tofile' on a value",
+    "medgen_core.data.samples.mni152_t1_path().unlink()": "calls '.unlink' on a value",
+    "numpy.fromfile('/etc/passwd')": "known escape hatch",
+    "numpy.memmap('x', mode='w+')": "known escape hatch",
+    "numpy.savetxt('x', [1])": "known escape hatch",
+    "numpy.lib.format.read_array(None)": "known escape hatch",
+    "torch.from_file('x', size=1)": "known escape hatch",
+    "numpy.ndarray.tofile": "uses 'tofile'",
+    "torch.utils.collect_env.run('touch x')": "known escape hatch",
+    "medgen_core.provenance.signing": "known escape hatch",
+    "(x for x in [1]).gi_frame.f_globals['__builtins__']['eval']('1')": "introspection attribute 'gi_frame'",
+    "{}['__builtins__']": "dunder string",
+    "monai.transforms.LoadImage(reader='o' + 's.system', command='x')": "'reader' is given by a computed value",
+    "monai.transforms.LoadImage('os.system')": "names code in 'os'",
+    "monai.transforms.LoadImage(**{'reader': 'x'})": "passes unpacked arguments",
+    "monai.transforms.SaveImage(writer='open')": "builtin open()",
 }
 ALLOWED = [
     "torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
@@ -56,6 +74,54 @@ def test_allowed_expressions(expr: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "value, key, why",
+    [
+        ("os.system", None, "names code in 'os'"),
+        ("subprocess.Popen", None, "names code in 'subprocess'"),
+        ("numpy.load", None, "known escape hatch"),
+        ("monai.bundle.ConfigWorkflow", None, "known escape hatch"),
+        ("torch._C", None, "private"),
+        ("open", "reader", "builtin open()"),
+        ("notamodule.x", "reader", "names code in 'notamodule'"),
+        ("logging.conf", None, None),
+        ("model.pt", None, None),
+        ("test.json", None, None),
+        ("torch.float32", None, None),
+        ("monai.data.ITKReader", "reader", None),
+        ("ITKReader", "reader", None),
+        ("open", "label", None),
+        ("$anything", "reader", None),
+    ],
+)  # fmt: skip
+def test_plain_strings(value: str, key: str | None, why: str | None) -> None:
+    """Plain strings MONAI may resolve by name (``pydoc.locate``) must stay in the allowlist; data strings pass."""
+    problem = check_plain_string(value, key)
+    assert (problem is None) if why is None else (problem is not None and why in problem), problem
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"t": {"_target_": "LoadImage", "reader": "os.system", "command": "touch x"}},
+        {"r": "$'o' + 's.system'", "t": {"_target_": "LoadImage", "reader": "@r"}},
+        {"t": {"_target_": "SaveImage", "writer": ["NibabelWriter", "open"]}},
+        {"t": {"_target_": "SlidingWindowInferer", "merger_cls": "$chr(111) + 's.system'"}},
+        {"t": {"_target_": "Compose", "_mode_": "debug"}},
+        {"weights_only": "$False"},
+    ],
+    ids=["dotted-reader", "reference-to-computed", "builtin-in-list", "computed-merger", "pdb-mode", "computed-weights-only"],
+)
+def test_name_resolved_positions_and_special_keys(config: dict) -> None:
+    assert check_config(config, "configs/inference.json")
+
+
+def test_clean_name_resolved_positions() -> None:
+    config = {"r": "ITKReader", "t": {"_target_": "LoadImage", "reader": "@r"}, "u": {"_target_": "LoadImage", "reader": "$monai.data.ITKReader()"},
+              "s": {"_target_": "SaveImage", "writer": "monai.data.NibabelWriter"}}
+    assert check_config(config, "configs/inference.json") == []
+
+
+@pytest.mark.parametrize(
     "target, ok", [("Compose", True), ("medgen_core.networks.RRDBNet", True), ("torch.nn.Conv2d", True), ("os.system", False),
                    ("eval", False), ("builtins.exec", False), ("monai.bundle.ConfigWorkflow", False), ("$torch.os.system", False)],
 )  # fmt: skip
@@ -81,5 +147,10 @@ def test_logging_ini(tmp_path) -> None:
     (tmp_path / "good.conf").write_text(good)
     (tmp_path / "bad.conf").write_text(bad)
     assert check_logging_ini(tmp_path / "good.conf") == []
+    # a FileHandler truncates any file when fileConfig starts; a handler given as a formatter gets the format string as its file name
+    for evil in ("[handler_h]\nclass=FileHandler\nargs=('/tmp/victim', 'w')\n", "[formatter_f]\nclass=logging.FileHandler\nformat=/tmp/victim\n",
+                 "[handler_h]\nclass=logging.handlers.SocketHandler\nargs=('example.org', 9)\n"):
+        (tmp_path / "evil.conf").write_text(evil)
+        assert any("only" in p and "is allowed here" in p for p in check_logging_ini(tmp_path / "evil.conf")), evil
     problems = check_logging_ini(tmp_path / "bad.conf")
     assert len(problems) == 2 and "class=" in problems[0] and "args=" in problems[1]

@@ -26,7 +26,10 @@ it is inspected:
   modules once the bundle root is on ``sys.path``; so are symbolic links inside the bundle (they can
   point at code or files the inspection does not see);
 * logging INI files (``*.conf``, ``*.ini``), which ``logging.config.fileConfig`` evaluates, may name only
-  ``logging`` classes and literal ``args``/``kwargs`` (``sys.stdout``/``sys.stderr`` allowed).
+  stream handlers and formatters, with literal ``args``/``kwargs`` (:mod:`.logging_safety`);
+* frame and code introspection (``gen.gi_frame.f_globals``, ``tb_frame`` ...) and dunder strings
+  (``x['__builtins__']``) are refused, since they reach the interpreter's globals without a dunder
+  attribute.
 
 Nothing is evaluated or imported from outside the allowlist while checking: allowlisted modules are
 imported to resolve names, other names are only looked up with :func:`importlib.util.find_spec`.
@@ -49,10 +52,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from medgen_core.bundles.logging_safety import check_logging_ini
+
 __all__ = [
     "ALLOWED_ROOTS",
     "DENIED_PREFIXES",
     "FILE_ACCESS_ATTRIBUTES",
+    "INTROSPECTION_ATTRIBUTES",
     "NAME_RESOLVED_KEYS",
     "SAFE_BUILTINS",
     "check_bundle_configs",
@@ -75,7 +81,9 @@ DENIED_PREFIXES = (
     "torch.ops", "torch.classes", "torch.distributed.rpc", "torch._dynamo", "torch._inductor",
     "torch.from_file", "torch.jit.load", "torch.jit.save", "torch.jit._serialization", "torch.onnx", "torch.export", "torch.fx",
     "torch.compile", "torch.multiprocessing", "torch.utils.tensorboard", "torch.utils.model_zoo", "torch.utils.data.datapipes",
-    "torch.utils.benchmark",
+    "torch.utils.benchmark", "torch.utils.collect_env", "torch.utils.hipify", "torch.utils.bottleneck", "torch.utils.file_baton",
+    "torch.utils.show_pickle", "torch.distributed.checkpoint", "torch.distributed.launcher", "torch.distributed.run",
+    "torch.distributed.elastic", "torch.backends.xeon", "torch.profiler", "torch.autograd.profiler",
     "numpy.load", "numpy.save", "numpy.lib.npyio", "numpy.lib._npyio_impl", "numpy.ctypeslib", "numpy.f2py", "numpy.distutils",
     "numpy.fromfile", "numpy.memmap", "numpy.loadtxt", "numpy.savetxt", "numpy.genfromtxt", "numpy.fromregex", "numpy.lib.format",
     "numpy.lib._format_impl", "numpy.lib._datasource", "numpy.testing",
@@ -83,7 +91,13 @@ DENIED_PREFIXES = (
     "monai.apps.nnunet", "monai.apps.auto3dseg", "monai.apps.datasets", "monai.apps.tcia", "monai.auto3dseg", "monai.fl",
     "monai.utils.misc.run_cmd", "monai.utils.run_cmd", "monai.data.torchscript_utils",
     "medgen_core.bundles.runner", "medgen_core.bundles.sharing", "medgen_core.bundles.monai_checks", "medgen_core.bundles.inspection",
-    "medgen_core.bundles.overrides", "medgen_core.cli",
+    "medgen_core.bundles.overrides", "medgen_core.bundles.conformance", "medgen_core.bundles.generators", "medgen_core.augmentation",
+    "medgen_core.provenance.signing", "medgen_core.provenance.trust", "medgen_core.cli",
+)
+# attribute names that reach frames, code objects and so the interpreter's globals without a dunder
+INTROSPECTION_ATTRIBUTES = frozenset(
+    {"gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code", "ag_await", "f_globals",
+     "f_locals", "f_builtins", "f_back", "f_code", "tb_frame", "tb_next", "func_globals", "func_code"}
 )
 # attribute names refused on any receiver (a value whose type the inspection cannot know): they read or write files
 FILE_ACCESS_ATTRIBUTES = frozenset(
@@ -148,8 +162,8 @@ def _lookup(dotted: str, as_value: bool = False, missing_ok: bool = False) -> tu
                 return None, None if missing_ok else f"'{dotted}': '{prefix}' does not exist"
         if inspect.ismodule(obj):
             where = obj.__name__
-        elif inspect.isclass(obj) or inspect.isroutine(obj):
-            where = getattr(obj, "__module__", None)
+        elif inspect.isclass(obj) or inspect.isroutine(obj):  # a C method descriptor names its class instead of a module
+            where = getattr(obj, "__module__", None) or getattr(getattr(obj, "__objclass__", None), "__module__", None)
         elif callable(obj):
             where = type(obj).__module__
         else:
@@ -300,6 +314,10 @@ def check_expression(expr: str, aliases: dict[str, str]) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             problems.append(f"uses the private or dunder attribute '{node.attr}'")
+        if isinstance(node, ast.Attribute) and node.attr in INTROSPECTION_ATTRIBUTES:
+            problems.append(f"uses the introspection attribute '{node.attr}' (frames and code objects reach the interpreter's globals)")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"__\w+__", node.value):
+            problems.append(f"uses the dunder string {node.value!r}")
         if isinstance(node, ast.Attribute) and node.attr in FILE_ACCESS_ATTRIBUTES and not ((c := _chain(node)) and c[0] in known):
             problems.append(f"calls '.{node.attr}' on a value, which reads or writes files or runs commands (refused on any receiver)")
         if isinstance(node, ast.Call):
@@ -424,40 +442,6 @@ def check_config(config: Any, name: str, aliases: dict[str, str] | None = None, 
             elif key not in NAME_RESOLVED_KEYS and (w := check_plain_string(value, key)):
                 why.append(w)
         problems += [f"{name} id '{cid}': {value!r}: {w}" for w in dict.fromkeys(why)]
-    return problems
-
-
-def _is_logging_class(value: str) -> bool:
-    """Whether ``value`` names a class of :mod:`logging` or :mod:`logging.handlers` (as ``fileConfig`` reads it)."""
-    import logging.handlers
-
-    match = re.fullmatch(r"(?:(logging(?:\.handlers)?)\.)?([A-Za-z]\w*)", value)
-    if not match:
-        return False
-    module = logging.handlers if match.group(1) == "logging.handlers" else logging
-    return inspect.isclass(getattr(module, match.group(2), None))
-
-
-def check_logging_ini(path: str | Path) -> list[str]:
-    """Problems in a logging INI file: ``class=`` outside ``logging``, or non-literal ``args=``/``kwargs=``."""
-    import configparser
-
-    ini = configparser.ConfigParser(interpolation=None)
-    try:
-        ini.read(path)
-    except configparser.Error as err:
-        return [f"{Path(path).name}: cannot be parsed ({str(err).splitlines()[0]})"]
-    problems = []
-    for section in ini.sections():
-        for key, value in ini.items(section):
-            value = value.strip()
-            if key == "class" and not _is_logging_class(value):
-                problems.append(f"{Path(path).name} [{section}] class={value!r}: only logging / logging.handlers classes are allowed")
-            elif key in ("args", "kwargs"):
-                try:
-                    ast.literal_eval(re.sub(r"\bsys\.(stdout|stderr)\b", "None", value))
-                except (ValueError, SyntaxError):
-                    problems.append(f"{Path(path).name} [{section}] {key}={value!r}: must be a literal (sys.stdout / sys.stderr allowed)")
     return problems
 
 
