@@ -11,7 +11,8 @@ before MONAI's commands (:func:`~medgen_core.bundles.conformance.run_checks`).
 Trust model:
 
 * **Built-in bundles** (a real folder directly inside :func:`~medgen_core.bundles.catalog.builtin_bundle_dir`,
-  not a symbolic link, with no link in its ``configs/``) ship with MedGen and are trusted as its code is.
+  not a symbolic link, with no link in its ``configs/``) ship with MedGen and are trusted as its code is
+  (``MEDGEN_BUILTIN_BUNDLES``, which moves that folder, is trusted configuration like ``PYTHONPATH``).
 * **Everything else** is inspected with :func:`~medgen_core.bundles.config_safety.check_bundle_configs`:
   installed bundles (their files may have changed since ``install``), ``--bundle FOLDER``, a folder
   symlinked into the user bundle folder, a copy of a built-in anywhere else. The result is cached by
