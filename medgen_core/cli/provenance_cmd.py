@@ -11,7 +11,8 @@ Exit codes of ``verify`` (2 is any user error, from ``main``: empty or missing p
 * 4 ``unsigned``: content matches a record without a signature (old files, hand-made records);
 * 5 ``forged``: a signature that does not verify (record edited after signing).
 
-``show`` exits 0 when a record was found and 3 when there is none.
+``show`` exits 0 when a record was found and 3 when there is none. ``detect`` (the voxel watermark, which
+survives losing the header and sidecar) exits 0 when the mark is present, 1 when it is not found.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ EXIT_CODES = {"intact": 0, "modified": 1, "missing": 3, "unsigned": 4, "forged":
 #: Exit code of ``verify`` for an intact record signed by a key that is not trusted.
 EXIT_UNTRUSTED = 6
 
+_DETECT_HELP = ("look for medgen's invisible voxel mark in FILE, without any record: exit 0 present, 1 not found, "
+                "2 bad input")
 _VERIFY_HELP = ("check FILE against its signed record: exit 0 intact (trusted key), 6 intact but untrusted key, "
                 "1 modified, 3 missing, 4 unsigned, 5 forged, 2 bad input")
 
@@ -72,6 +75,11 @@ def register(subparsers: Any) -> None:
     key_actions = key.add_subparsers(dest="key_action", metavar="KEY_ACTION", required=True)
     key_show = key_actions.add_parser("show", help="print the public key file and key id (creates the key on first use)")
     key_show.set_defaults(func=_key_show)
+
+    detect = actions.add_parser("detect", help=_DETECT_HELP, description=_DETECT_HELP)
+    detect.add_argument("file", metavar="FILE", help="image file (NIfTI, NRRD, MHA) or DICOM series folder")
+    detect.add_argument("--json", action="store_true", help="print the result as JSON")
+    detect.set_defaults(func=_detect)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -150,3 +158,21 @@ def _key_show(args: argparse.Namespace) -> int:
     print(f"public key:  {key.public_path}")
     print(f"private key: {key.path} (keep it private)")
     return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from medgen_core.errors import ImageReadError
+    from medgen_core.io import read_volume
+    from medgen_core.provenance.watermark import detect_watermark
+
+    if not str(args.file).strip():
+        raise ImageReadError("medgen provenance detect: empty path; expected an image file or DICOM series folder")
+    result = detect_watermark(read_volume(args.file, strict=False).array)
+    if args.json:
+        print(json.dumps({"file": str(args.file), **result.to_dict()}, indent=2, sort_keys=True))
+    elif result.present:
+        print(f"mark present: score {result.score:.1f} >= threshold {result.threshold:.1f} "
+              f"(scale {result.scale:.3f}, orientation {result.orientation})")
+    else:
+        print(f"mark not found: score {result.score:.1f} < threshold {result.threshold:.1f}")
+    return 0 if result.present else 1

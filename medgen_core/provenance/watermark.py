@@ -161,7 +161,8 @@ class WatermarkResult:
         present: ``score >= threshold``.
         score: Highest peak z-score of the cyclic correlation over offsets, scales and orientations.
         threshold: The decision threshold used.
-        offset: Tile phase ``(dx, dy, dz)`` in tile cells at the peak (the crop offset modulo the period).
+        offset: Voxel index ``(i, j, k)``, modulo the (scaled) period, where the tile's origin lies: a
+            crop starting at index ``c`` of a marked volume gives ``(-c) mod 32`` on each axis.
         scale: Resampling factor at the peak (new size / original size).
         orientation: Axis permutation and flips at the peak, e.g. ``"+x+y+z"`` (as embedded) or ``"-x+z+y"``.
         voxels: Number of voxels that took part in the detection (0 if the image was too small or constant).
@@ -329,7 +330,8 @@ def detect_watermark_keys(
     results = []
     for z, k, flat, scale in best:
         score = z if np.isfinite(z) else 0.0
-        offset = tuple(int(v) for v in np.unravel_index(flat, (TILE_PERIOD,) * 3))
+        cells = np.unravel_index(flat, (TILE_PERIOD,) * 3)  # the fold starts at the centre voxel (see _fold_matrix)
+        offset = tuple(int(round(n // 2 + c * scale)) % int(round(TILE_PERIOD * scale)) for n, c in zip(x.shape, cells))
         perm, signs = _ORIENTATIONS[k]
         results.append(WatermarkResult(
             bool(score >= threshold), score, float(threshold), offset, scale, _orientation_name(perm, signs), voxels
