@@ -274,9 +274,10 @@ class _PicklePayload:
         return (os.system, ("touch PWNED",))
 
 
-def test_pickle_payload_with_recomputed_hash_is_refused_when_run(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys, monkeypatch) -> None:
-    """A .pt carrying code, with its sha256 recorded consistently: installs (the hash check passes), and
-    ``weights_only=True`` refuses it when the bundle runs, in one line; the payload never runs."""
+def test_pickle_payload_with_recomputed_hash_is_refused(small_bundle: Path, tmp_path: Path, user_dir: Path, capsys, monkeypatch) -> None:
+    """A .pt carrying code, with its sha256 recorded consistently (metadata and manifest): the hash checks
+    pass, and ``weights_only=True`` refuses it, in one line, at install and when the folder is run; the
+    payload never runs."""
     monkeypatch.chdir(tmp_path)
     weights = small_bundle / "models" / "model.pt"
     old = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -284,8 +285,10 @@ def test_pickle_payload_with_recomputed_hash_is_refused_when_run(small_bundle: P
     new = hashlib.sha256(weights.read_bytes()).hexdigest()
     meta = small_bundle / "configs" / "metadata.json"
     meta.write_text(meta.read_text().replace(old, new))
-    info = install_bundle(pack_bundle(small_bundle, tmp_path / "packs"))
-    line = _cli_error(["genseg", "segment", sample_volume(tmp_path / "in.nii.gz"), tmp_path / "out.nii.gz", "--bundle", info.name], capsys)
+    archive = pack_bundle(small_bundle, tmp_path / "packs")  # pack checks the hashes: they agree
+    line = _cli_error(["bundle", "install", archive], capsys)
+    assert "refusing to install" in line and "carries a pickle payload" in line and not (user_dir / "genseg_copy").exists()
+    line = _cli_error(["genseg", "segment", sample_volume(tmp_path / "in.nii.gz"), tmp_path / "out.nii.gz", "--bundle", small_bundle], capsys)
     assert "carries a pickle payload" in line and not (tmp_path / "PWNED").exists() and not (tmp_path / "out.nii.gz").exists()
 
 

@@ -15,8 +15,9 @@ whose weights do not match the sha256s in its metadata, whose name is a built-in
 libraries (:mod:`medgen_core.bundles.config_safety`). Packed and installed bundles are recorded in a
 local zoo index, ``<user bundle dir>/model_info.json``, shaped like the MONAI model zoo's
 ``model_info.json``; a bundle installed with ``trust`` has the digest of the configs the user trusted
-recorded there (:mod:`medgen_core.bundles.inspection`). Weights are not loaded here: they are loaded
-with ``weights_only=True`` after their sha256 check, when the bundle runs.
+recorded there (:mod:`medgen_core.bundles.inspection`). Every ``.pt``/``.pth``/``.safetensors`` file is
+loaded once with ``weights_only=True`` after the sha256 checks, so a checkpoint that carries a pickle
+payload is refused at install (and again when a bundle runs), never executed.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from medgen_core.bundles.catalog import BundleInfo, builtin_bundle_names, get_bu
 from medgen_core.bundles.config_safety import check_bundle_configs
 from medgen_core.bundles.inspection import config_digest
 from medgen_core.bundles.conformance import EXCLUDED_TOP_DIRS, bundle_files
-from medgen_core.bundles.weights import weights_status
-from medgen_core.errors import BundleError
+from medgen_core.bundles.weights import load_state_dict_safely, weight_files, weights_status
+from medgen_core.errors import BundleError, WeightsError
 from medgen_core.provenance import sha256_file
 
 __all__ = ["INDEX_NAME", "MANIFEST_NAME", "MAX_MEMBER_BYTES", "MAX_RATIO", "MAX_UNPACKED_BYTES", "install_bundle", "pack_bundle",
@@ -243,7 +244,8 @@ def install_bundle(
 
     Steps: extract to a temporary folder next to ``dest`` (rejecting unsafe member names and archives
     that unpack to too much), verify every file against ``checksums.sha256`` (required in archives; used
-    when a folder has one), verify the weights against the sha256s in the metadata, inspect every config for code outside the
+    when a folder has one), verify the weights against the sha256s in the metadata and load each with
+    ``weights_only=True`` (tensors only), inspect every config for code outside the
     allowlist (skipped with ``trust``), refuse the name of a built-in bundle (unless
     ``allow_builtin_name``), then move the bundle to ``dest/<name>``.
 
@@ -288,6 +290,12 @@ def install_bundle(
         state, problems = weights_status(root, meta)
         if state != "OK":
             raise BundleError(f"{source}: weights cannot be verified against configs/metadata.json ({state}); refusing to install:\n  " + "\n  ".join(problems))
+        for path in weight_files(root):  # tensors only (weights_only=True): a pickle payload is refused here, never run
+            if path.suffix in (".pt", ".pth", ".safetensors"):
+                try:
+                    load_state_dict_safely(path)
+                except WeightsError as err:
+                    raise BundleError(f"{source}: refusing to install: {err}") from None
         unsafe = check_bundle_configs(root)
         if unsafe and not trust:
             raise BundleError(
