@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from medgen_core.cli._validation import non_negative_int
     from medgen_core.evaluation.genseg_benchmark import METHODS, GenSegBenchmarkConfig
     from medgen_core.training.segmentation import SEGMENTERS
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b = p.add_argument_group("benchmark (defaults: the reported settings)")
     b.add_argument("--out", type=Path, default=None, help="benchmark: output folder (results.json, results.md, dice_bars.png)")
     b.add_argument("--draws", type=int, default=d.draws, help=f"paired draws (default {d.draws})")
-    b.add_argument("--seed", type=int, default=d.seed, help=f"first draw seed (default {d.seed})")
+    b.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"first draw seed, >= 0 (default {d.seed})")
     b.add_argument("--methods", nargs="+", default=list(d.methods), choices=METHODS, help="methods to run (default: all)")
     b.add_argument("--steps", type=int, default=d.steps, help=f"segmenter updates per method (default {d.steps})")
     b.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help=f"Pix2Pix stage-1 updates (default {d.pretrain_steps})")

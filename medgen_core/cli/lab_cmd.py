@@ -22,6 +22,7 @@ import torch
 
 from medgen_core.bundles import get_bundle
 from medgen_core.bundles.weights import load_state_dict_safely, load_verified_network
+from medgen_core.cli._validation import positive_int
 from medgen_core.errors import WeightsError
 from medgen_core.lab import LabError, interpolate_latents, run_bottleneck_sweep, run_mixing, run_restoration, write_interpolation
 from medgen_core.lab.evaluate import write_json
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default=None, help="mix: encoder model (variant name or model.pt path)")
     p.add_argument("--decoder", default=None, help="mix: decoder model (variant name or model.pt path)")
     for part in ("encoder", "decoder"):
-        p.add_argument(f"--{part}-latent-size", type=int, default=None, help=f"mix: latent size of a --{part} model.pt (default: the config's)")
+        p.add_argument(f"--{part}-latent-size", type=positive_int, default=None, help=f"mix: latent size of a --{part} model.pt (default: the config's)")
         p.add_argument(f"--{part}-conditioning", default=None, choices=("onehot", "embedding", "film"), help=f"mix: conditioning of a --{part} model.pt")
     p.add_argument("--pretrained", action="store_true", help="restore: evaluate the bundle's shipped restoration network instead of training one")
     p.add_argument("--kinds", default=None, help="restore: comma-separated corruption kinds")

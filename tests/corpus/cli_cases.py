@@ -88,6 +88,8 @@ CASES: list[Case] = [
           error("--lambda-syn", ">= 0"), with_scan=False),
     _case("genseg_segment_device_cuda", "segment --device cuda without CUDA", ["genseg", "segment", SCAN, OUT, "--device", "cuda"],
           error("--device", "cuda")),
+    _case("genseg_seed_negative", "benchmark --seed -2", ["genseg", "benchmark", "--out", "bench", "--seed", "-2"], error("--seed", ">= 0"),
+          with_scan=False),
     # lab
     _case("lab_steps_one", "interpolate --steps 1 (needs the two endpoints)", ["lab", "interpolate", "--out", "lab", "--steps", "1"],
           error("--steps", ">= 2"), with_scan=False),
@@ -97,6 +99,8 @@ CASES: list[Case] = [
           error("--device", "gpu0"), with_scan=False),
     _case("lab_device_cuda_without_cuda", "--device cuda without CUDA", ["lab", "interpolate", "--out", "lab", "--device", "cuda"],
           error("--device", "cuda"), with_scan=False),
+    _case("lab_latent_size_zero", "mix --encoder-latent-size 0", ["lab", "mix", "--out", "lab", "--encoder", "sweep.pt",
+          "--encoder-latent-size", "0"], error("--encoder-latent-size", *POSITIVE), with_scan=False),
     _case("lab_levels_above_one", "restore --levels 0,2", ["lab", "restore", "--out", "lab", "--levels", "0,2"], error("levels", "[0, 1]"),
           with_scan=False),
     # cvae
