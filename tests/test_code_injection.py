@@ -188,13 +188,13 @@ def test_bundle_run_set_values_are_literals(cwd: Path, capsys, config_id: str, v
 
 
 def test_bundle_run_set_literal_numbers_and_strings(cwd: Path, capsys) -> None:
-    """JSON numbers become numbers (batch_size 2 works); the same value quoted as a string is a string."""
+    """JSON numbers become numbers and plain words stay strings: both reach the config and its record."""
     sample_volume(cwd / "in.nii.gz")
-    code, _, err = _cli(["bundle", "run", "brain_tissue_genseg", "in.nii.gz", "out.nii.gz", "--set", "batch_size", "2",
-                         "--set", "device", "cpu"], capsys)
+    code, _, err = _cli(["bundle", "run", "brain_tissue_genseg", "in.nii.gz", "out.nii.gz", "--set", "slice_axis", "1",
+                         "--set", "variant", "tissue_genseg", "--set", "device", "cpu"], capsys)
     assert code == 0, err
-    record = json.loads((cwd / "out.nii.gz.generated.json").read_text())["record"]
-    assert record["parameters"].get("batch_size", 2) == 2
+    parameters = json.loads((cwd / "out.nii.gz.generated.json").read_text())["record"]["parameters"]
+    assert parameters["slice_axis"] == 1 and isinstance(parameters["slice_axis"], int) and parameters["variant"] == "tissue_genseg"
 
 
 @pytest.mark.parametrize(
