@@ -119,6 +119,10 @@ def isolated_process_state() -> Iterator[None]:
 
     saved = {name: (list(item.handlers), item.level, item.disabled) for name, item in loggers().items()}
     path = list(sys.path)
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # as in a fresh process: medgen's logging.basicConfig then logs to stderr
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
     try:
         yield
     finally:
