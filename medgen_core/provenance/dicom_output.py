@@ -49,6 +49,7 @@ from medgen_core.io.dicom_writer import GEOMETRY_TOLERANCE_MM, WrittenDicomSerie
 from medgen_core.provenance.record import GenerationMetadata, sha256_file
 from medgen_core.provenance.signing import canonical_json
 from medgen_core.provenance.stamp import image_output, sidecar_path, stamp_record, write_sidecar_json
+from medgen_core.provenance.watermark_stamp import mark_generated_volume
 
 __all__ = ["DICOM_PRIVATE_CREATOR", "DICOM_PRIVATE_GROUP", "read_embedded_dicom_record", "write_generated_dicom_series"]
 
@@ -90,6 +91,7 @@ def write_generated_dicom_series(
         ProvenanceError: The record is not serialisable or the sidecar could not be written (series removed).
     """
     out_dir = Path(out_dir)
+    volume = mark_generated_volume(volume, metadata)  # synthetic images only; not again if the record says it is marked
     sources = read_source_datasets(source) if source is not None else []
     inputs = [item["path"] for item in metadata.inputs] + ([source] if source is not None else [])
     description = series_description or f"{metadata.task} by {metadata.generator}"

@@ -40,6 +40,7 @@ from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, atomic_path, check_
 from medgen_core.provenance.pairs import recover_pair, staged_pair
 from medgen_core.provenance.record import DERIVED_LABEL_DISCLOSURE, GenerationMetadata, c2pa_actions, pixel_sha256, sha256_file
 from medgen_core.provenance.signing import canonical_json, sign_record
+from medgen_core.provenance.watermark_stamp import mark_generated_volume
 
 __all__ = [
     "NIFTI_PROVENANCE_ECODE",
@@ -122,7 +123,7 @@ def refuse_inputs(path: Path, metadata: GenerationMetadata, extra: tuple[str | P
     check_output_path([*extra, *(item["path"] for item in metadata.inputs)], path)
 
 
-def write_generated_volume(volume: Volume, path: str | Path, metadata: GenerationMetadata) -> Path:
+def write_generated_volume(volume: Volume, path: str | Path, metadata: GenerationMetadata, *, watermark: bool = True) -> Path:
     """Write a generated volume with its signed provenance embedded and in a sidecar, as one pair.
 
     Fills ``metadata.output`` (file name, pixel sha256, format, shape, spacing, affine), signs the
@@ -133,6 +134,8 @@ def write_generated_volume(volume: Volume, path: str | Path, metadata: Generatio
         volume: The generated volume.
         path: Destination ``.nii``, ``.nii.gz`` or ``.nrrd`` file.
         metadata: The run's record; its ``output``, ``assertions`` and ``signature`` are overwritten.
+        watermark: Embed the invisible voxel mark in synthetic images before hashing them
+            (:func:`~medgen_core.provenance.watermark_stamp.mark_generated_volume`; label maps never get it).
 
     Returns:
         The image path.
@@ -155,6 +158,8 @@ def write_generated_volume(volume: Volume, path: str | Path, metadata: Generatio
         )
     fmt, suffix = known
     refuse_inputs(path, metadata, (volume.path,))
+    if watermark:
+        volume = mark_generated_volume(volume, metadata)
     metadata.output = image_output(volume, path.name, suffix)
     record = stamp_record(metadata)
     compact = canonical_json(record).decode("ascii")

@@ -36,6 +36,7 @@ from scipy import ndimage
 __all__ = [
     "DEFAULT_STRENGTH",
     "DEFAULT_THRESHOLD",
+    "MIN_VOXELS",
     "SCHEME",
     "SCHEME_VERSION",
     "TILE_PERIOD",
@@ -43,7 +44,6 @@ __all__ = [
     "detect_watermark",
     "detect_watermark_keys",
     "embed_watermark",
-    "watermark_parameters",
     "watermark_tile",
 ]
 
@@ -56,6 +56,8 @@ DEFAULT_STRENGTH = 0.003
 #: Score (peak z) above which the mark counts as present; measured on unmarked real volumes and
 #: wrong-key trials by ``scripts/evaluate_watermark.py`` (see ``docs/watermark.md``).
 DEFAULT_THRESHOLD = 7.0
+#: Fewest object voxels the detector decides on (fewer: "not found", score 0); smaller volumes are not marked.
+MIN_VOXELS = 4096
 #: Scale factors searched by :func:`detect_watermark` (resampling by 0.85 .. 1.18).
 SCALE_RANGE = (0.85, 1.18)
 #: The public seed text: changing it makes a different, incompatible mark.
@@ -64,7 +66,6 @@ _BAND = (0.2, 0.5)  # cycles per voxel kept in the tile (periods of 2 to 5 voxel
 _HIGHPASS_SIGMA = 0.5  # voxels: image content smoother than this is removed before correlating
 _LOCAL_SIGMA = 1.0  # voxels: neighbourhood for the local normalisation of the residual
 _TILE_CLIP = 3.0  # the Gaussian tile is clipped at this many SDs
-_MIN_VOXELS = 4096
 
 
 def _seed(key: int | None) -> int:
@@ -85,7 +86,7 @@ def watermark_tile(key: int | None = None) -> np.ndarray:
     spectrum = np.fft.rfftn(rng.standard_normal((n, n, n)))
     f = _radial_frequency(n)
     spectrum[(f < _BAND[0]) | (f > _BAND[1])] = 0.0
-    tile = np.fft.irfftn(spectrum, s=(n, n, n))
+    tile = np.fft.irfftn(spectrum, s=(n, n, n), axes=(0, 1, 2))
     tile = np.clip(tile / tile.std(), -_TILE_CLIP, _TILE_CLIP)  # no rare large peaks
     tile -= tile.mean()
     tile /= tile.std()
@@ -117,11 +118,13 @@ def embed_watermark(
     The change is ``a * max(x - p1, 0) * w`` with ``w`` the tiled pattern and ``p1`` the 1st percentile of
     ``x``: proportional to the intensity above the background, so background (and anything darker) is
     unchanged, and scaled so that the RMS change over the whole volume is ``strength`` times the data range.
+    The result is clipped to the input's value range (a [0, 1] image stays in [0, 1]).
 
     Args:
         array: Float voxels, shape ``(X, Y, Z)`` (a 2D ``(X, Y)`` slice works too), any intensity units.
         strength: RMS of the change relative to the data range ``max - min``: the PSNR against the
-            input is ``-20 log10(strength)`` dB (50.5 dB for the default).
+            input is ``-20 log10(strength)`` dB (50.5 dB for the default; a little more where the
+            clipping to the input's range bites).
         key: ``None`` for the public medgen mark (see :func:`watermark_tile`).
 
     Returns:
@@ -144,7 +147,8 @@ def embed_watermark(
     rms = float(np.sqrt(np.mean(mark**2)))
     if data_range <= 0 or rms == 0.0:
         return x.astype(np.float32)
-    return (x + (strength * data_range / rms) * mark).astype(np.float32)
+    marked = np.clip(x + (strength * data_range / rms) * mark, x.min(), x.max())  # never outside the input's range
+    return marked.astype(np.float32)
 
 
 def _tiled(tile: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -197,7 +201,7 @@ def _template_spectra(key: int | None) -> np.ndarray:
     Index 0 is the tile as embedded (``"+x+y+z"``).
     """
     n = TILE_PERIOD
-    filtered = np.fft.irfftn(np.fft.rfftn(watermark_tile(key)) * _filter_response(_radial_frequency(n)), s=(n, n, n))
+    filtered = np.fft.irfftn(np.fft.rfftn(watermark_tile(key)) * _filter_response(_radial_frequency(n)), s=(n, n, n), axes=(0, 1, 2))
     spectra = []
     for perm, signs in _ORIENTATIONS:
         oriented = np.transpose(filtered, perm)[tuple(slice(None, None, s) for s in signs)]
@@ -259,14 +263,22 @@ def _scale_grid(shape: tuple[int, ...]) -> np.ndarray:
     return np.exp(np.concatenate([np.arange(0.0, lo, -step)[1:][::-1], np.arange(0.0, hi, step)]))
 
 
-def _peak_z(folded: np.ndarray, spectra: np.ndarray) -> tuple[float, int, int]:
-    """Best ``(z, orientation index, flat offset)`` of the cyclic correlations of one fold with ``spectra``."""
+def _peaks(folded: np.ndarray, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per orientation: peak z-score, normalised peak correlation and flat offset of one fold's cyclic correlation.
+
+    ``z`` is the peak against the correlation's own spread over all offsets (the significance); the
+    normalised correlation (peak over the fold's norm) measures alignment and picks the geometry when
+    the mark is strong enough for ``z`` to saturate.
+    """
     n = TILE_PERIOD
     corr = np.fft.irfftn(np.fft.rfftn(folded)[None] * spectra, s=(n, n, n), axes=(1, 2, 3)).reshape(len(spectra), -1)
+    centred = corr - corr.mean(axis=1, keepdims=True)
+    flat = np.argmax(centred, axis=1)
+    peak = centred[np.arange(len(spectra)), flat]
     spread = corr.std(axis=1)
-    z = (corr - corr.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, np.inf)[:, None]
-    k, flat = np.unravel_index(int(np.argmax(z)), z.shape)
-    return float(z[k, flat]), int(k), int(flat)
+    norm = float(np.linalg.norm(folded))
+    z = np.where(spread > 0, peak / np.where(spread > 0, spread, 1.0), 0.0)
+    return z, peak / norm if norm > 0 else np.zeros_like(peak), flat
 
 
 def detect_watermark(
@@ -290,7 +302,9 @@ def detect_watermark(
         key: ``None`` for the public medgen mark.
 
     Returns:
-        The :class:`WatermarkResult` at the best (scale, orientation, offset).
+        The :class:`WatermarkResult`: the highest z-score over the whole search, and the geometry
+        (scale, orientation, offset) of the best-aligned significant peak (highest normalised
+        correlation among those at or above ``threshold``; the highest-z peak when none is).
 
     Raises:
         ValueError: If ``array`` is not 2D/3D.
@@ -316,20 +330,21 @@ def detect_watermark_keys(
         raise ValueError(f"detect_watermark: expected a (X, Y, Z) volume, got shape {x.shape}")
     x = np.where(np.isfinite(x), x, 0.0)
     r, voxels = _detector_input(x)
-    if voxels < _MIN_VOXELS:
+    if voxels < MIN_VOXELS:
         return [WatermarkResult(False, 0.0, float(threshold), (0, 0, 0), 1.0, "+x+y+z", voxels) for _ in keys]
     grid = _scale_grid(x.shape) if scales is None else np.asarray(scales, dtype=np.float64)
     spectra = [_template_spectra(key) for key in keys]
-    best = [(-np.inf, 0, 0, 1.0)] * len(keys)
+    candidates: list[list[tuple[float, float, int, int, float]]] = [[] for _ in keys]  # (z, rho, orientation, offset, scale)
     for scale in grid:
         folded = _fold(r, float(scale))
         for i, spec in enumerate(spectra):
-            z, k, flat = _peak_z(folded, spec if np.isclose(scale, 1.0) else spec[:1])
-            if z > best[i][0]:
-                best[i] = (z, k, flat, float(scale))
+            z, rho, flat = _peaks(folded, spec if np.isclose(scale, 1.0) else spec[:1])
+            candidates[i] += [(float(z[k]), float(rho[k]), k, int(flat[k]), float(scale)) for k in range(len(z))]
     results = []
-    for z, k, flat, scale in best:
-        score = z if np.isfinite(z) else 0.0
+    for found in candidates:
+        score = max(c[0] for c in found)
+        significant = [c for c in found if c[0] >= threshold]
+        _, _, k, flat, scale = max(significant, key=lambda c: c[1]) if significant else max(found)
         cells = np.unravel_index(flat, (TILE_PERIOD,) * 3)  # the fold starts at the centre voxel (see _fold_matrix)
         offset = tuple(int(round(n // 2 + c * scale)) % int(round(TILE_PERIOD * scale)) for n, c in zip(x.shape, cells))
         perm, signs = _ORIENTATIONS[k]
@@ -337,15 +352,3 @@ def detect_watermark_keys(
             bool(score >= threshold), score, float(threshold), offset, scale, _orientation_name(perm, signs), voxels
         ))
     return results
-
-
-def watermark_parameters(strength: float = DEFAULT_STRENGTH) -> dict[str, Any]:
-    """What a provenance record stores about an embedded mark (``parameters["watermark"]``)."""
-    return {
-        "scheme": SCHEME,
-        "version": SCHEME_VERSION,
-        "strength": float(strength),
-        "psnr_db": round(-20.0 * float(np.log10(strength)), 2),
-        "tile_period": TILE_PERIOD,
-        "key": "public",
-    }
