@@ -167,7 +167,7 @@ def main() -> int:
     results["legacy_latency_intensity"] = latency_table
     _plot_latency_intensity(curves, intensities, DOCS / "legacy_latency_intensity.png")
     results["seconds"] = round(time.time() - t0, 1)
-    (DOCS / "results.json").write_text(json.dumps(_json_safe(results), indent=4) + "\n")  # the bundle's JSON format
+    (DOCS / "results.json").write_text(json.dumps(_json_safe(results), indent=4) + "\n", encoding="utf-8")  # the bundle's JSON format
     shipped = first
     print(f"other seeds: ratios {', '.join(f'{v:.2f}' for v in seeds.values())}")
     print(f"joint MMD^2 {shipped['mmd2_generated_vs_heldout']:.5f} vs held-out halves {shipped['mmd2_heldout_a_vs_b']:.5f}: ratio {shipped['ratio']:.2f}")

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     a, ay, b, by = real[ia], labels[ia], real[ib], labels[ib]
     counts = {c: int((ay == c).sum()) for c in range(4)}
     backend = DiffusionBundleBackend(BUNDLE, "cpu")
-    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["medgen"]
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))["medgen"]
     feats = RandomFeatures(seed=0)
     results: dict = {"protocol": __doc__.split("\n\n")[1], "weights": {"trained": meta.get("trained"), **meta.get("training", {})},
                      "steps": args.steps, "real_half_sizes": [len(ia), len(ib)], "fd_real_b_vs_a": feature_distance(b, a, feats), "guidance": {}}
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     results["class_adherence_accuracy"] = class_adherence(b, by, tests)
     print("class adherence (classifier trained on real half B):", results["class_adherence_accuracy"], flush=True)
     save_real_vs_synthetic(a, ay, *synthetic[1.0], args.docs_dir / "montage_real_vs_synthetic.png")
-    (args.docs_dir / "results.json").write_text(json.dumps(results, indent=4) + "\n")
+    (args.docs_dir / "results.json").write_text(json.dumps(results, indent=4) + "\n", encoding="utf-8")
     print(f"wrote {args.docs_dir / 'results.json'} and {args.docs_dir / 'montage_real_vs_synthetic.png'}")
     return 0
 

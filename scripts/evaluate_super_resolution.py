@@ -101,7 +101,7 @@ def main() -> int:
         "degradations": "grid-centred: gaussian sigma=0.5*scale HR voxels + decimation; block averaging; k-space truncation",
         "linear_filter": "7x7 kernel + bias after bicubic, least squares on every other MNI training slice, per scale and degradation",
     }, "mni152_heldout": rows, "dipy_t2_out_of_domain": ood_rows}
-    (BUNDLE / "docs" / "results.json").write_text(json.dumps(results, indent=4) + "\n")
+    (BUNDLE / "docs" / "results.json").write_text(json.dumps(results, indent=4) + "\n", encoding="utf-8")
     write_table(results)
     return 0
 
@@ -124,9 +124,9 @@ def write_table(results: dict) -> None:
              "**Out-of-domain: dipy T2-weighted brain (head foreground), default models**", "", *_table(results["dipy_t2_out_of_domain"]),
              "<!-- results:end -->"]
     readme = BUNDLE / "docs" / "README.md"
-    text = readme.read_text() if readme.exists() else "<!-- results:start -->\n<!-- results:end -->\n"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else "<!-- results:start -->\n<!-- results:end -->\n"
     text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", "\n".join(lines), text, flags=re.S)
-    readme.write_text(text)
+    readme.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

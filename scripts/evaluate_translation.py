@@ -143,15 +143,15 @@ def _table(name: str, rows: list[dict]) -> list[str]:
 def write_docs(name: str, bundle_dir: Path, docs: Path, results: dict) -> None:
     """``docs/results.json`` and the table between the results markers of ``docs/README.md``."""
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "results.json").write_text(json.dumps(results, indent=4) + "\n")
+    (docs / "results.json").write_text(json.dumps(results, indent=4) + "\n", encoding="utf-8")
     weights = "trained weights" if results["trained"] else "**untrained smoke-test weights (not meaningful; run scripts/train_translation.py)**"
     lines = ["<!-- results:start -->", f"Produced by `python scripts/evaluate_translation.py` with the {weights} (numbers also in `docs/results.json`).", "",
              f"Protocol: {results['protocol']}.", "", *_table(name, results["heldout"]), "",
              *(f"![{png.stem}]({png.name})" for png in sorted(docs.glob("montage_*.png"))), "<!-- results:end -->"]
     readme = bundle_dir / "docs" / "README.md"
-    source = readme.read_text() if readme.exists() else "<!-- results:start -->\n<!-- results:end -->\n"
+    source = readme.read_text(encoding="utf-8") if readme.exists() else "<!-- results:start -->\n<!-- results:end -->\n"
     text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", lambda _: "\n".join(lines), source, flags=re.S)
-    (docs / "README.md").write_text(text)
+    (docs / "README.md").write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from medgen_core.provenance import sha256_file
 
 def record_hashes(bundle: Path) -> dict:
     meta_path = bundle / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     medgen = meta.setdefault("medgen", {})
     variants = medgen.setdefault("variants", {})
     for weights in sorted((bundle / "models").glob("x*_*.pt")):
@@ -34,7 +34,7 @@ def record_hashes(bundle: Path) -> dict:
     if default and (bundle / "models" / f"{default}.pt").exists():
         shutil.copyfile(bundle / "models" / f"{default}.pt", bundle / "models" / "model.pt")
         medgen["model_pt"] = {"file": "models/model.pt", "variant": default, "sha256": sha256_file(bundle / "models" / "model.pt")}
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
     return meta
 
 

@@ -55,38 +55,38 @@ def main(argv: list[str] | None = None) -> int:
     figures = BUNDLE / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     results_path = BUNDLE / "docs" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     extra = ["--iterations", str(args.iterations)] if args.iterations else []
     work = args.work
     if "sweep" in stages:
         seconds = _run(["sweep", "--out", str(work / "sweep"), *extra])
-        results["sweep"] = {**json.loads((work / "sweep" / "sweep.json").read_text()), "wall_seconds": round(seconds, 1)}
+        results["sweep"] = {**json.loads((work / "sweep" / "sweep.json").read_text(encoding="utf-8")), "wall_seconds": round(seconds, 1)}
         shutil.copyfile(work / "sweep" / "sweep.png", figures / "sweep.png")
     if "conditioning" in stages:
         table = {}
-        strategies = json.loads((BUNDLE / "configs" / "lab.json").read_text())["conditioning_comparison"]
+        strategies = json.loads((BUNDLE / "configs" / "lab.json").read_text(encoding="utf-8"))["conditioning_comparison"]
         for strategy in strategies:
             out = work / f"conditioning_{strategy}"
             seconds = _run(["sweep", "--out", str(out), "--latent-sizes", "32", "--conditioning", strategy, *extra])
-            row = json.loads((out / "sweep.json").read_text())["results"][0]
+            row = json.loads((out / "sweep.json").read_text(encoding="utf-8"))["results"][0]
             table[strategy] = {**row, "wall_seconds": round(seconds, 1)}
         results["conditioning"] = table
     if "interpolate" in stages:
         _run(["interpolate", "--out", str(work / "interpolate")])
         for name in ("within_class", "across_classes"):
             shutil.copyfile(work / "interpolate" / f"interpolation_{name}.png", figures / f"interpolation_{name}.png")
-        results["interpolation"] = {name: json.loads((work / "interpolate" / f"interpolation_{name}.nii.gz.generated.json").read_text())["record"]["parameters"]
+        results["interpolation"] = {name: json.loads((work / "interpolate" / f"interpolation_{name}.nii.gz.generated.json").read_text(encoding="utf-8"))["record"]["parameters"]
                                     for name in ("within_class", "across_classes")}
     if "mix" in stages:
         _run(["mix", "--out", str(work / "mix")])
-        results["mixing"] = json.loads((work / "mix" / "mixing.json").read_text())
+        results["mixing"] = json.loads((work / "mix" / "mixing.json").read_text(encoding="utf-8"))
         shutil.copyfile(work / "mix" / "mixing.png", figures / "mixing.png")
     if "restore" in stages:
         _run(["restore", "--out", str(work / "restore"), "--pretrained"])
-        results["restoration"] = json.loads((work / "restore" / "restoration.json").read_text())
+        results["restoration"] = json.loads((work / "restore" / "restoration.json").read_text(encoding="utf-8"))
         for name in ("restoration.png", "restoration_examples.png"):
             shutil.copyfile(work / "restore" / name, figures / name)
-    results_path.write_text(json.dumps(results, indent=4) + "\n")
+    results_path.write_text(json.dumps(results, indent=4) + "\n", encoding="utf-8")
     print(f"figures in {figures}, numbers in {results_path}")
     return 0
 

@@ -52,7 +52,7 @@ def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> 
 
 def install(mode: str, model_path: Path, note: dict) -> Path:
     """Copy the weights to the mode's file and record its sha256 and the training note in the metadata."""
-    notes = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["medgen"].get("training", {})
+    notes = json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))["medgen"].get("training", {})
     if note.get("epochs_this_call") == 0 and "seconds_training" in notes.get(mode, {}):
         note["seconds_training"] = notes[mode]["seconds_training"]  # only the sampling model was re-fitted
     target = install_variant_weights(BUNDLE, mode, model_path, training={**notes, mode: note})

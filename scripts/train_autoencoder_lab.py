@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(v not in runs for v in chosen):
         ap.error(f"--variants: choose from {list(runs)}, got {chosen}")
     meta_path = BUNDLE / "configs" / "metadata.json"
-    note = {k: v for k, v in json.loads(meta_path.read_text())["medgen"].get("training", {}).items() if k in runs}
+    note = {k: v for k, v in json.loads(meta_path.read_text(encoding="utf-8"))["medgen"].get("training", {}).items() if k in runs}
     for variant in chosen:
         run = runs[variant]
         model_path, seconds = run()
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_install:
             print(f"{variant}: installed {install(variant, model_path)}", flush=True)
     if not args.no_install:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         meta["medgen"]["trained"] = all(note.get(v, {}).get("iterations", 0) >= ITERATIONS for v in runs)
         meta["medgen"]["training"] = {**note, "batch_size": 16, "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))}
-        meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+        meta_path.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
     return 0
 
 

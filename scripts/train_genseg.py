@@ -41,7 +41,7 @@ def train(runs_dir: Path, steps: int | None, pretrain_steps: int | None, device:
 def install(model_path: Path, trained: bool, note: dict) -> Path:
     """Copy ``model_path`` to the variant's file, record its sha256, ``trained`` and the training note."""
     meta_path = BUNDLE / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     medgen = meta["medgen"]
     entry = medgen["variants"][VARIANT]
     target = BUNDLE / entry["file"]
@@ -49,7 +49,7 @@ def install(model_path: Path, trained: bool, note: dict) -> Path:
     entry["sha256"] = sha256_file(target)
     medgen["trained"] = trained
     medgen["training"] = note
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
     return target
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     steps, pre = args.steps or STEPS, args.pretrain_steps or PRETRAIN_STEPS
     print(f"genseg: {steps} outer steps after {pre} Pix2Pix steps in {seconds:.0f} s -> {model_path}", flush=True)
     if not args.no_install:
-        run_note = json.loads((model_path.parent / "training.json").read_text())
+        run_note = json.loads((model_path.parent / "training.json").read_text(encoding="utf-8"))
         note = {"steps": steps, "pretrain_steps": pre, "draw_seed": 0, "seconds": round(seconds, 1),
                 "threads": args.threads, "best_val_loss": round(run_note["best_val_loss"], 4),
                 "derived_kernels": run_note.get("derived_kernels"),

@@ -86,7 +86,7 @@ def install(name: str, out: Path, trained: bool, note: dict) -> None:
     """Copy the exported generators into ``models/`` and record their sha256 (and the training note)."""
     spec, bundle = BUNDLES[name], BUNDLES[name]["dir"]
     meta_path = bundle / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     medgen = meta["medgen"]
     for filename, variant in spec["exports"].items():
         target = bundle / medgen["variants"][variant]["file"]
@@ -99,7 +99,7 @@ def install(name: str, out: Path, trained: bool, note: dict) -> None:
         medgen["model_pt"]["sha256"] = sha256_file(model_pt)
     medgen["trained"] = trained
     medgen["training"] = note
-    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

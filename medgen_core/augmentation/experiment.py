@@ -213,8 +213,8 @@ def run_experiment(images: torch.Tensor, labels: torch.Tensor, class_names: list
     result = {"config": asdict(cfg), "classes": class_names, "num_test_slices": int(labels.shape[0] - k * cfg.train_per_class),
               "num_unseen_test_slices": int(unseen[1].shape[0]) if unseen is not None else 0,
               "generator": banks[cfg.inference_steps[0]].records[class_names[0]][0].get("generator_name"), "runs": rows, "summary": summary}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=4) + "\n")
-    (out_dir / "results.md").write_text(markdown_table(summary) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(result, indent=4) + "\n", encoding="utf-8")
+    (out_dir / "results.md").write_text(markdown_table(summary) + "\n", encoding="utf-8")
     plot_summary(summary, out_dir / "results.png")
     return result
 

@@ -43,7 +43,7 @@ def read_metadata(bundle_root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"bundle {bundle_root}: configs/metadata.json is missing (every MONAI bundle needs one).")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise BundleError(f"bundle {bundle_root}: configs/metadata.json is not valid JSON: {err}") from err
     if not isinstance(meta, dict):

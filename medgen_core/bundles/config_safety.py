@@ -460,9 +460,9 @@ def check_bundle_configs(bundle_root: str | Path, skip_dirs: tuple[str, ...] = (
         rel = path.relative_to(root).as_posix()
         try:
             if path.suffix == ".json":
-                parsed[rel] = json.loads(path.read_text())
+                parsed[rel] = json.loads(path.read_text(encoding="utf-8"))
             elif path.suffix in (".yaml", ".yml"):
-                parsed[rel] = yaml.safe_load(path.read_text())
+                parsed[rel] = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (ValueError, yaml.YAMLError) as err:
             problems.append(f"{rel}: cannot be parsed ({str(err).splitlines()[0]})")
     for path in (p for p in files if p.suffix in (".conf", ".ini")):

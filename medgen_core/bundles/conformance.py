@@ -168,7 +168,7 @@ def check_schema(bundle_root: str | Path, schema_path: str | Path = SCHEMA_PATH)
     meta, problems = _metadata(bundle_root)
     if meta is None:
         return problems
-    schema = json.loads(Path(schema_path).read_text())
+    schema = json.loads(Path(schema_path).read_text(encoding="utf-8"))
     validator = jsonschema.validators.validator_for(schema)(schema)
     for err in sorted(validator.iter_errors(meta), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"

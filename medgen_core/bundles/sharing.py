@@ -87,7 +87,7 @@ def read_zoo_index(bundle_dir: str | Path | None = None) -> dict[str, dict[str, 
     if not path.is_file():
         return {}
     try:
-        index = json.loads(path.read_text())
+        index = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise BundleError(f"{path}: the local zoo index is not valid JSON ({err}); fix or delete it.") from err
     return index if isinstance(index, dict) else {}
@@ -213,7 +213,7 @@ def _verify_manifest(root: Path) -> list[str]:
     """Problems of the files under ``root`` against ``root/checksums.sha256``."""
     manifest = root / MANIFEST_NAME
     expected: dict[str, str] = {}
-    for n, line in enumerate(manifest.read_text().splitlines(), start=1):
+    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
         m = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
         if not m or m.group(2).startswith("/") or ".." in PurePosixPath(m.group(2)).parts:
             return [f"{MANIFEST_NAME} line {n} is malformed: {line!r}"]

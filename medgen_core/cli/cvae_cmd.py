@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
         model_path = CVAETrainer(net, train, config, args.out, val_data=val, device=args.device).run(resume=not args.no_resume)
     except ValueError as err:
         raise SignalDataError(f"{args.out}: {err}") from err
-    (args.out / "model_config.json").write_text(json.dumps(net.hyperparameters(), indent=2) + "\n")
+    (args.out / "model_config.json").write_text(json.dumps(net.hyperparameters(), indent=2) + "\n", encoding="utf-8")
     print(f"trained {args.mode} CVAE for {args.epochs} epochs on {len(train)} records -> {model_path} (sha256 {sha256_file(model_path)})")
     return 0
 
@@ -152,7 +152,7 @@ def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str
     config_path, weights = model_dir / "model_config.json", model_dir / "model.pt"
     if not config_path.is_file() or not weights.is_file():
         raise SignalDataError(f"{model_dir}: expected a 'medgen cvae train' folder with model.pt and model_config.json")
-    hyper = json.loads(config_path.read_text())
+    hyper = json.loads(config_path.read_text(encoding="utf-8"))
     if hyper.get("joint_generation", True) != (mode == "joint"):
         raise SignalDataError(f"{model_dir}: the model was trained in {'joint' if hyper.get('joint_generation', True) else 'legacy'} mode; "
                               f"sample it with --mode {'joint' if hyper.get('joint_generation', True) else 'legacy'}")
@@ -198,7 +198,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if heldout.peaks is not None and net.num_peaks:
         present = torch.sigmoid(logits).cpu().numpy() >= 0.5
         report["peaks_from_posterior_mean"] = peak_errors(recon_peaks, present, heldout.peaks, heldout.peak_mask, PEAK_NAMES)
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.mode == "joint":
         plot_calibration(heldout.static, gen.static, STATIC_NAMES, args.out / "calibration.png", "static parameters: held-out vs generated")
     k = min(6, len(heldout), len(gen))

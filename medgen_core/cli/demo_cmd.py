@@ -98,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
     for name, r in results.items():
         b, m = r["bicubic"], r["model"]
         print(f"{name:<12} {b['psnr']:>13.2f} {m['psnr']:>11.2f} {m['psnr'] - b['psnr']:>+8.2f} {b['ssim']:>13.4f} {m['ssim']:>11.4f}  {r['provenance']}")
-    (out / "demo_results.json").write_text(json.dumps({"bundle": bundle.bundle_id, "variant": variant, "scale": args.scale, "results": results}, indent=2))
+    (out / "demo_results.json").write_text(json.dumps({"bundle": bundle.bundle_id, "variant": variant, "scale": args.scale, "results": results}, indent=2), encoding="utf-8")
     print(f"\noutputs, sidecars and montage.png in {out.resolve()}")
     return 0

@@ -96,7 +96,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     def report(results: dict) -> str:
         text = markdown_report(results, METHOD_LABELS)
         tmp = out / ".results.md.tmp"
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(out / "results.md")
         return text
 
@@ -106,7 +106,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                     dice["in_domain"]["dice"]["mean"], dice["anatomy"]["dice"]["mean"], record["seconds"])
         import json
 
-        report(json.loads((out / "results.json").read_text()))
+        report(json.loads((out / "results.json").read_text(encoding="utf-8")))
 
     results = run_benchmark(config, out, on_record=on_record)
     text = report(results)
@@ -127,7 +127,7 @@ def _write_outputs(results: dict, out: Path) -> str:
     text = markdown_report(results, METHOD_LABELS)
     for name, content in (("results.json", json.dumps(results, indent=4) + "\n"), ("results.md", text)):
         tmp = out / f".{name}.tmp"
-        tmp.write_text(content)
+        tmp.write_text(content, encoding="utf-8")
         os.replace(tmp, out / name)
     write_bar_chart(results, METHOD_LABELS, out / "dice_bars.png")
     return text
@@ -146,7 +146,7 @@ def merge_results(sources: list[Path]) -> dict:
         if not path.is_file():
             raise MedGenError(f"{src}: no results.json found (expected a benchmark --out folder or a results.json file)")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             records, config = data["records"], dict(data["config"])
         except (ValueError, KeyError, TypeError) as err:
             raise MedGenError(f"{path}: not a GenSeg benchmark results.json ({err})") from err

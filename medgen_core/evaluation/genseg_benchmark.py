@@ -202,7 +202,7 @@ def run_draw(config: GenSegBenchmarkConfig, draw_index: int, tests: TestSets,
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=4, allow_nan=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=4, allow_nan=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

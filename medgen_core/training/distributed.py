@@ -78,7 +78,7 @@ def shard_indices(num_items: int, seed: int, record_path: Path | None = None, ow
     dist.all_gather_object(shards, indices)
     if rank == 0 and record_path is not None:
         record = {"world_size": world, "seed": seed, "num_slices": num_items, "shards": {str(r): s for r, s in enumerate(shards)}}
-        Path(record_path).write_text(json.dumps(record) + "\n")
+        Path(record_path).write_text(json.dumps(record) + "\n", encoding="utf-8")
     return indices
 
 

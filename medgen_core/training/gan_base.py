@@ -97,7 +97,7 @@ class GANTrainerBase:
         dist.all_gather_object(shards, [int(i) for i in sampler])
         if self.is_main:
             record = {"world_size": self.world_size, "epoch": self.epoch, "shards": {str(r): s for r, s in enumerate(shards)}}
-            (self.output_dir / "data_shards.json").write_text(json.dumps(record) + "\n")
+            (self.output_dir / "data_shards.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
 
     # -- to implement -------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -100,6 +100,6 @@ class GenSegRun:
                     "pretrain_steps": self.budget.pretrain_steps, "best_val_loss": info["best_val_loss"],
                     "val_history": info["val_history"], "arch_weights": info.get("arch_weights"),
                     "derived_kernels": info.get("derived_kernels")}
-            (self.output_dir / "training.json").write_text(json.dumps(note, indent=2) + "\n")
+            (self.output_dir / "training.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
         barrier()
         return path
