@@ -214,11 +214,11 @@ def series_files(folder: Path) -> list[Path]:
             spaced positions, a tilted stack, colour data, or more voxels than the limit.
     """
     images, skipped, _ = _scan(folder)
-    if skipped:
-        logger.warning("%s: skipped %d non-image DICOM file(s): %s", folder, len(skipped), ", ".join(skipped[:5]))
-    if not images:
+    if not images:  # the error names the skipped files itself: no separate warning line
         why = f" (skipped non-image DICOM files: {', '.join(skipped[:3])})" if skipped else ""
         raise ImageReadError(f"{folder}: directory contains no DICOM series of image files{why}; expected DICOM slice files")
+    if skipped:
+        logger.warning("%s: skipped %d non-image DICOM file(s): %s", folder, len(skipped), ", ".join(skipped[:5]))
     by_series: dict[str, list[_Slice]] = defaultdict(list)
     for info in images:
         by_series[info.series].append(info)

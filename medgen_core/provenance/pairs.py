@@ -97,8 +97,9 @@ def _folder_lock(directory: Path) -> Iterator[None]:
 
 def _temp_pattern(name: str) -> re.Pattern[str]:
     # Ours, and the ``.tmp-<hex>-`` file an atomic writer inside a pair may leave when killed mid-write.
-    return re.compile(rf"(?:\.tmp-[0-9a-f]+-)?{re.escape(_TMP_PREFIX)}(\d+)-[0-9a-f]{{8}}-{re.escape(name)}"
-                      rf"(?:{re.escape(SIDECAR_SUFFIX)})?")
+    # The journal's own temporary file is ``<prefix><pid>-<hex>-.<name>.medgen-journal``.
+    return re.compile(rf"(?:\.tmp-[0-9a-f]+-)?{re.escape(_TMP_PREFIX)}(\d+)-[0-9a-f]{{8}}-\.?{re.escape(name)}"
+                      rf"(?:{re.escape(SIDECAR_SUFFIX)}|\.medgen-journal)?")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -177,7 +178,7 @@ def recover_pair(path: str | Path) -> None:
 
 
 def _write_journal(journal: Path, renames: list[list[str]]) -> None:
-    tmp = journal.with_name(f"{journal.name}.{secrets.token_hex(4)}.tmp")
+    tmp = journal.with_name(f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{journal.name}")  # removed by recovery once its writer is dead
     try:
         tmp.write_text(json.dumps({"schema": JOURNAL_SCHEMA, "renames": renames}), encoding="utf-8")
         _fsync_file(tmp)

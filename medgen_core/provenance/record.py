@@ -323,7 +323,8 @@ class GenerationMetadata:
         unknown = sorted(set(record) - names)
         if unknown:
             raise ProvenanceError(f"provenance record has unknown keys {unknown}; allowed: {sorted(names)}")
-        missing = sorted(names - set(record))  # a stored record is complete; defaults would invent values
+        # a stored record is complete (defaults would invent values); an absent signature means unsigned, like null
+        missing = sorted(names - set(record) - {"signature"})
         if missing:
             raise ProvenanceError(f"provenance record lacks required keys {missing}")
         values = json.loads(json.dumps(dict(record)))
