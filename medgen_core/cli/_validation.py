@@ -118,5 +118,7 @@ def check_preview_path(path: Path | None, option: str = "--preview") -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise MedGenError(f"{path}: {option} cannot be written: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    from medgen_core.io import folder_is_writable
+
+    if not folder_is_writable(parent):
         raise MedGenError(f"{path}: {option} cannot be written: the folder {parent} is read-only")

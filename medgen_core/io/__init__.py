@@ -12,7 +12,7 @@ consists of and :func:`check_output_path` / :func:`check_output_folder` refuse o
 overwrite any of them, before any compute.
 """
 
-from medgen_core.io.file_sets import check_output_folder, check_output_path, input_file_set, same_file
+from medgen_core.io.file_sets import check_output_folder, check_output_path, folder_is_writable, input_file_set, same_file
 from medgen_core.io.limits import DEFAULT_MAX_VOXELS, MAX_VOXELS_ENV, max_voxels
 from medgen_core.io.readers import SUPPORTED_READ_SUFFIXES, read_volume
 from medgen_core.io.volume import LPS_TO_RAS, Volume, format_of, lps_to_ras, ras_to_lps
@@ -28,6 +28,7 @@ __all__ = [
     "atomic_path",
     "check_output_folder",
     "check_output_path",
+    "folder_is_writable",
     "format_of",
     "input_file_set",
     "lps_to_ras",

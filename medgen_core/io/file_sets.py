@@ -22,7 +22,7 @@ from pathlib import Path
 from medgen_core.errors import ImageReadError, ImageWriteError
 from medgen_core.io.volume import format_of
 
-__all__ = ["check_output_folder", "check_output_path", "input_file_set", "same_file"]
+__all__ = ["check_output_folder", "check_output_path", "folder_is_writable", "input_file_set", "same_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _stat_error(path: Path) -> OSError | None:
     return None
 
 
-def _writable(folder: Path) -> bool:
+def folder_is_writable(folder: Path) -> bool:
     """Writable for this process; for root, also requires a write bit (a folder marked read-only stays so)."""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
@@ -119,7 +119,7 @@ def _check_destination(path: Path, *, folder: bool) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ImageWriteError(f"{path}: {parent} is not a folder; expected the output inside a folder")
-    if not _writable(parent):
+    if not folder_is_writable(parent):
         raise ImageWriteError(f"{path}: folder {parent} is read-only; choose an output in a writable folder")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .common import OUT, error, generated, ok, upscale
 from .files import mhd, nifti, nrrd_bytes, nrrd_fields, voxel_bytes
-from .model import Action, Case, CaseUnavailable, Status, Success
+from .model import Action, Case, Status, Success
 from .processes import concurrent_writers, killed_writer
 
 __all__ = ["CASES"]
@@ -28,10 +28,7 @@ def _scan() -> str:
 def _read_only(folder: str) -> Path:
     path = Path(folder)
     path.mkdir()
-    path.chmod(0o555)
-    if os.access(path, os.W_OK):
-        path.chmod(0o755)
-        raise CaseUnavailable("a read-only folder cannot be made here (running as root)")
+    path.chmod(0o555)  # medgen refuses by the mode bits, so the case holds for root too (root could still write)
     return path
 
 
