@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageTooLargeError", "ImageWriteError", "ProvenanceError", "BundleError", "WeightsError"]
+__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageTooLargeError", "ImageWriteError", "ProvenanceError", "BundleError", "SuperResolutionError", "WeightsError"]
 
 
 class MedGenError(Exception):
@@ -27,6 +27,10 @@ class ProvenanceError(MedGenError, ValueError):
 
 class BundleError(MedGenError, ValueError):
     """A bundle is missing, malformed, or refuses to run."""
+
+
+class SuperResolutionError(MedGenError, ValueError):
+    """An upscaling request that cannot be carried out on this volume (e.g. --axes through on an isotropic volume)."""
 
 
 class WeightsError(BundleError):
