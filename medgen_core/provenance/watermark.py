@@ -3,22 +3,23 @@
 The mark is what is left to find a generated image by once its header and sidecar are gone. It is a
 zero-mean pseudo-random pattern drawn from a fixed **public** seed (anyone with medgen can detect
 it, and for the same reason anyone who wants to can estimate and subtract it: it marks honest use,
-it does not stop a forger), band-limited to low-mid spatial frequencies and **tiled** with a period
-of :data:`TILE_PERIOD` voxels along every axis, so a crop at any offset keeps whole periods. It is
-added in proportion to the local intensity above the background (``x + a * (x - lo) * w``), so
-zero background stays exactly zero, and its amplitude is set so that the RMS change is
-``strength`` times the data range: ``PSNR = -20 log10(strength)`` dB (52 dB by default).
+it does not stop a forger), band-limited to 0.2-0.5 cycles/voxel (measured to survive resampling
+and blur better than a low-mid band at the same PSNR, see ``docs/watermark.md``) and **tiled** with
+a period of :data:`TILE_PERIOD` voxels along every axis, so a crop at any offset keeps whole periods.
+It is added in proportion to the intensity above the background (``x + a * max(x - p1, 0) * w``),
+so background stays unchanged, with ``a`` set so that the RMS change is ``strength`` times the data
+range: ``PSNR = -20 log10(strength)`` dB (50.5 dB by default).
 
 Detection is blind (no original needed): the image is high-passed and locally normalised, folded
 modulo the tile period (which adds the tiles of the mark coherently and the image incoherently),
 and correlated cyclically with the tile through FFTs, which finds any crop offset. The fold is
 repeated over a grid of scale factors (resampling by ``s`` changes the period to ``s * P``; the fold
-uses fractional periods, so the image is never resampled) and over the 48 axis flips/permutations
-(format conversions can reverse or reorder axes). The score is the highest peak z-score of the
-correlation against the correlation's own spread over all offsets; see :data:`DEFAULT_THRESHOLD`
-for how the threshold was measured.
+uses fractional periods, so the image is never resampled) and, at scale 1, over the 48 axis
+flips/permutations (format conversions can reverse or reorder axes). The score is the highest peak
+z-score of the correlation against the correlation's own spread over all offsets; see
+:data:`DEFAULT_THRESHOLD` for how the threshold was chosen.
 
-What it does not survive is measured and documented in ``docs/watermark.md``
+What it survives and what it does not is measured in ``docs/watermark.md``
 (``scripts/evaluate_watermark.py``).
 """
 
@@ -34,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "DEFAULT_MAX_MODULATION",
     "DEFAULT_STRENGTH",
     "DEFAULT_THRESHOLD",
     "MIN_VOXELS",
@@ -53,8 +55,11 @@ SCHEME_VERSION = 1
 TILE_PERIOD = 32
 #: RMS of the mark relative to the data range (max - min): PSNR = -20 log10(strength) = 50.5 dB.
 DEFAULT_STRENGTH = 0.003
-#: Score (peak z) above which the mark counts as present; measured on unmarked real volumes and
-#: wrong-key trials by ``scripts/evaluate_watermark.py`` (see ``docs/watermark.md``).
+#: Largest RMS modulation of the local intensity (dim images would otherwise get a strong relative mark).
+DEFAULT_MAX_MODULATION = 0.03
+#: Score (peak z) at or above which the mark counts as present. Null scores (unmarked real volumes,
+#: keys nobody embedded) measured by ``scripts/evaluate_watermark.py`` have mean 5.0, SD 0.25 and a
+#: maximum of 6.1 in about 1400 trials (see ``docs/watermark.md``).
 DEFAULT_THRESHOLD = 7.0
 #: Fewest object voxels the detector decides on (fewer: "not found", score 0); smaller volumes are not marked.
 MIN_VOXELS = 4096
@@ -111,20 +116,24 @@ def embed_watermark(
     array: np.ndarray,
     *,
     strength: float = DEFAULT_STRENGTH,
+    max_modulation: float = DEFAULT_MAX_MODULATION,
     key: int | None = None,
 ) -> np.ndarray:
     """Add the mark to a volume.
 
     The change is ``a * max(x - p1, 0) * w`` with ``w`` the tiled pattern and ``p1`` the 1st percentile of
     ``x``: proportional to the intensity above the background, so background (and anything darker) is
-    unchanged, and scaled so that the RMS change over the whole volume is ``strength`` times the data range.
-    The result is clipped to the input's value range (a [0, 1] image stays in [0, 1]).
+    unchanged, and scaled so that the RMS change over the whole volume is ``strength`` times the data
+    range, unless that would modulate the intensity by more than ``max_modulation`` RMS (``a`` is the
+    smaller of the two). The result is clipped to the input's value range (a [0, 1] image stays in [0, 1]).
 
     Args:
         array: Float voxels, shape ``(X, Y, Z)`` (a 2D ``(X, Y)`` slice works too), any intensity units.
         strength: RMS of the change relative to the data range ``max - min``: the PSNR against the
-            input is ``-20 log10(strength)`` dB (50.5 dB for the default; a little more where the
-            clipping to the input's range bites).
+            input is ``-20 log10(strength)`` dB (50.5 dB for the default; more where the modulation
+            bound or the clipping to the input's range bites).
+        max_modulation: Largest RMS of the relative change ``a * w`` (the pattern has unit RMS and is
+            clipped at 3): 0.03 keeps every voxel within 9 % of its intensity above the background.
         key: ``None`` for the public medgen mark (see :func:`watermark_tile`).
 
     Returns:
@@ -135,7 +144,7 @@ def embed_watermark(
     """
     x = np.asarray(array, dtype=np.float64)
     if x.ndim == 2:
-        return embed_watermark(x[:, :, None], strength=strength, key=key)[:, :, 0]
+        return embed_watermark(x[:, :, None], strength=strength, max_modulation=max_modulation, key=key)[:, :, 0]
     if x.ndim != 3:
         raise ValueError(f"embed_watermark: expected a (X, Y, Z) volume, got shape {x.shape}")
     if not 0.0 < strength <= 0.1:
@@ -147,7 +156,8 @@ def embed_watermark(
     rms = float(np.sqrt(np.mean(mark**2)))
     if data_range <= 0 or rms == 0.0:
         return x.astype(np.float32)
-    marked = np.clip(x + (strength * data_range / rms) * mark, x.min(), x.max())  # never outside the input's range
+    amplitude = min(strength * data_range / rms, max_modulation)
+    marked = np.clip(x + amplitude * mark, x.min(), x.max())  # never outside the input's range
     return marked.astype(np.float32)
 
 
@@ -169,7 +179,7 @@ class WatermarkResult:
             crop starting at index ``c`` of a marked volume gives ``(-c) mod 32`` on each axis.
         scale: Resampling factor at the peak (new size / original size).
         orientation: Axis permutation and flips at the peak, e.g. ``"+x+y+z"`` (as embedded) or ``"-x+z+y"``.
-        voxels: Number of voxels that took part in the detection (0 if the image was too small or constant).
+        voxels: Object voxels the detection used; below :data:`MIN_VOXELS` no search is made (score 0).
     """
 
     present: bool
@@ -187,7 +197,8 @@ class WatermarkResult:
         return out
 
 
-_ORIENTATIONS = [(perm, signs) for perm in itertools.permutations(range(3)) for signs in itertools.product((1, -1), repeat=3)]
+#: The 48 axis orientations ``(permutation, signs)``; index 0 is the identity.
+_ORIENTATIONS = [(p, s) for p in itertools.permutations(range(3)) for s in itertools.product((1, -1), repeat=3)]
 
 
 def _orientation_name(perm: tuple[int, ...], signs: tuple[int, ...]) -> str:
@@ -201,7 +212,8 @@ def _template_spectra(key: int | None) -> np.ndarray:
     Index 0 is the tile as embedded (``"+x+y+z"``).
     """
     n = TILE_PERIOD
-    filtered = np.fft.irfftn(np.fft.rfftn(watermark_tile(key)) * _filter_response(_radial_frequency(n)), s=(n, n, n), axes=(0, 1, 2))
+    response = _filter_response(_radial_frequency(n))
+    filtered = np.fft.irfftn(np.fft.rfftn(watermark_tile(key)) * response, s=(n, n, n), axes=(0, 1, 2))
     spectra = []
     for perm, signs in _ORIENTATIONS:
         oriented = np.transpose(filtered, perm)[tuple(slice(None, None, s) for s in signs)]
@@ -334,7 +346,8 @@ def detect_watermark_keys(
         return [WatermarkResult(False, 0.0, float(threshold), (0, 0, 0), 1.0, "+x+y+z", voxels) for _ in keys]
     grid = _scale_grid(x.shape) if scales is None else np.asarray(scales, dtype=np.float64)
     spectra = [_template_spectra(key) for key in keys]
-    candidates: list[list[tuple[float, float, int, int, float]]] = [[] for _ in keys]  # (z, rho, orientation, offset, scale)
+    # per key: (z, normalised correlation, orientation index, flat offset, scale) of every peak
+    candidates: list[list[tuple[float, float, int, int, float]]] = [[] for _ in keys]
     for scale in grid:
         folded = _fold(r, float(scale))
         for i, spec in enumerate(spectra):

@@ -19,7 +19,15 @@ import numpy as np
 
 from medgen_core.io import Volume
 from medgen_core.provenance.record import DERIVED_LABEL_DISCLOSURE, GenerationMetadata
-from medgen_core.provenance.watermark import DEFAULT_STRENGTH, MIN_VOXELS, SCHEME, SCHEME_VERSION, TILE_PERIOD, embed_watermark
+from medgen_core.provenance.watermark import (
+    DEFAULT_MAX_MODULATION,
+    DEFAULT_STRENGTH,
+    MIN_VOXELS,
+    SCHEME,
+    SCHEME_VERSION,
+    TILE_PERIOD,
+    embed_watermark,
+)
 
 __all__ = ["WATERMARK_PARAMETER", "mark_generated_volume", "watermark_parameters"]
 
@@ -27,7 +35,9 @@ __all__ = ["WATERMARK_PARAMETER", "mark_generated_volume", "watermark_parameters
 WATERMARK_PARAMETER = "watermark"
 
 
-def watermark_parameters(original: np.ndarray, marked: np.ndarray, strength: float = DEFAULT_STRENGTH) -> dict[str, Any]:
+def watermark_parameters(
+    original: np.ndarray, marked: np.ndarray, strength: float = DEFAULT_STRENGTH
+) -> dict[str, Any]:
     """The record of an embedded mark: scheme, version, strength, measured PSNR and how to detect it."""
     diff = marked.astype(np.float64) - original.astype(np.float64)
     rms = float(np.sqrt(np.mean(diff**2)))
@@ -36,6 +46,7 @@ def watermark_parameters(original: np.ndarray, marked: np.ndarray, strength: flo
         "scheme": SCHEME,
         "version": SCHEME_VERSION,
         "strength": float(strength),
+        "max_modulation": DEFAULT_MAX_MODULATION,
         "psnr_db": round(20.0 * float(np.log10(data_range / rms)), 2) if rms > 0 else None,
         "tile_period": TILE_PERIOD,
         "key": "public",
@@ -60,7 +71,9 @@ def mark_generated_volume(volume: Volume, metadata: GenerationMetadata, strength
     if isinstance(recorded, dict) and recorded.get("scheme") == SCHEME:
         return volume
     array = volume.array
-    if array.size < MIN_VOXELS or metadata.disclosure == DERIVED_LABEL_DISCLOSURE or np.array_equal(array, np.round(array)):
+    if array.size < MIN_VOXELS or metadata.disclosure == DERIVED_LABEL_DISCLOSURE:
+        return volume
+    if np.array_equal(array, np.round(array)):  # integer-valued: a label map or already quantised
         return volume
     marked = embed_watermark(array, strength=strength)
     if np.array_equal(marked, array):
