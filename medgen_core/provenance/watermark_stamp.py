@@ -13,6 +13,7 @@ re-written as DICOM), which are not marked a second time.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ def mark_generated_volume(volume: Volume, metadata: GenerationMetadata, strength
         strength: See :func:`~medgen_core.provenance.watermark.embed_watermark`.
 
     Returns:
-        A new marked :class:`Volume` (same affine and path), or ``volume`` itself when it is an
+        A marked copy of ``volume`` (same affine, path and type), or ``volume`` itself when it is an
         AI-derived label map, integer-valued, constant, smaller than ``MIN_VOXELS``, or its record
         already lists a mark.
     """
@@ -79,4 +80,4 @@ def mark_generated_volume(volume: Volume, metadata: GenerationMetadata, strength
     if np.array_equal(marked, array):
         return volume
     metadata.parameters[WATERMARK_PARAMETER] = watermark_parameters(array, marked, strength)
-    return Volume(marked, volume.affine, path=volume.path, format=volume.format)
+    return dataclasses.replace(volume, array=marked)  # same affine, path, format (and subclass fields)
