@@ -1,15 +1,18 @@
-"""Whole-volume super-resolution with a 2D network applied slice by slice.
+"""Whole-volume super-resolution with a 2D network applied slice by slice, behind the never-worse gate.
 
 Intensities are normalised per volume (divided by the 99.9th percentile, as in training) and mapped
 back afterwards, so outputs keep the input's units. Each batch of slices goes through MONAI's
 :class:`~monai.inferers.SlidingWindowInferer` (which handles outputs larger than inputs), so slices of
-any size fit in memory.
+any size fit in memory. With ``gate=True`` (the default) the in-plane pass is checked on the input first
+and the output is made consistent with it (:mod:`medgen_core.inference.sr_gate`), batch by batch, so
+memory stays bounded. :func:`super_resolver` builds the in-plane or the through-plane upscaler
+(:mod:`medgen_core.inference.through_plane`) from one set of bundle settings.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -17,11 +20,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
+from medgen_core.inference.generated import GeneratedVolume
 from medgen_core.inference.geometry import upscaled_affine
+from medgen_core.inference.sr_gate import (
+    INPLANE_GATE_KINDS,
+    ConsistencyProjector,
+    GateReport,
+    choose_alpha,
+    foreground_mask,
+    gate_decision,
+    inplane_gate_degradation,
+    masked_psnr_np,
+)
 from medgen_core.io import Volume
+from medgen_core.transforms.resolution_sim import AxisDegradation
 from medgen_core.utils.progress import progress
 
-__all__ = ["VolumeSuperResolver", "bicubic_upscale_volume", "pick_slice_axis"]
+__all__ = ["VolumeSuperResolver", "bicubic_upscale_volume", "pick_slice_axis", "super_resolver"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +58,29 @@ def _plane_axes(slice_axis: int) -> tuple[int, int]:
     return a, b
 
 
+def _bicubic_stack(stack: np.ndarray, scale: int) -> np.ndarray:
+    """Bicubic upscaling of ``(N, h, w)`` planes (the in-plane baseline, ``align_corners=False``)."""
+    x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None]
+    return F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)[:, 0].numpy()
+
+
 def bicubic_upscale_volume(volume: Volume, scale: int, slice_axis: int | None = None) -> Volume:
     """Bicubic in-plane upscaling (the baseline), with the same geometry as :class:`VolumeSuperResolver`."""
     slice_axis = pick_slice_axis(volume.spacing) if slice_axis is None else slice_axis
-    x = torch.from_numpy(np.moveaxis(volume.array, slice_axis, 0).copy())[:, None]
-    up = F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)[:, 0].numpy()
+    up = _bicubic_stack(np.moveaxis(volume.array, slice_axis, 0), scale)
     factors = [float(scale)] * 3
     factors[slice_axis] = 1.0
     return Volume(array=np.moveaxis(up, 0, slice_axis), affine=upscaled_affine(volume.affine, factors), path=None, format=volume.format)
+
+
+def _check_planes(stack: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to ``count`` evenly spaced planes of ``stack`` ``(N, h, w)`` that hold foreground."""
+    ref = float(np.percentile(stack, 99.9)) if stack.size else 0.0
+    filled = np.flatnonzero((stack > 0.1 * ref).mean(axis=(1, 2)) > 0.05)
+    if filled.size == 0:
+        filled = np.arange(stack.shape[0])
+    take = np.linspace(0, filled.size - 1, num=min(count, filled.size)).round().astype(int)
+    return np.unique(filled[take])
 
 
 class VolumeSuperResolver:
@@ -61,13 +91,18 @@ class VolumeSuperResolver:
         scale: the network's upscaling factor.
         axes: ``"inplane"`` upscales the two axes orthogonal to ``slice_axis``; ``"all"`` then also
             upscales the through-plane axis by running the network on orthogonal planes and
-            block-averaging the doubly upscaled in-plane axis back.
+            block-averaging the doubly upscaled in-plane axis back (the gate covers the in-plane pass).
         slice_axis: through-plane axis; None picks the axis with the largest spacing.
         batch_size: slices per forward pass.
         roi_size: sliding-window tile size (low-resolution voxels) for large slices.
         device: torch device.
         progress: show a tqdm progress bar.
         clamp: clip outputs to the input's intensity range (no new extremes).
+        gate: run the never-worse gate (self-check, blend or fall back, consistency projection).
+        gate_degradation: the variant's degradation, the model ``D`` of the self-check and of the consistency
+            projection: ``gaussian``, ``block`` or ``kspace``; anything else (``mixed``, synthetic) estimates it
+            from the input (see :mod:`~medgen_core.inference.sr_gate`).
+        gate_planes: slices used by the self-check.
     """
 
     def __init__(
@@ -81,6 +116,9 @@ class VolumeSuperResolver:
         device: str | torch.device = "cpu",
         progress: bool = True,
         clamp: bool = True,
+        gate: bool = True,
+        gate_degradation: str | None = "mixed",
+        gate_planes: int = 16,
     ) -> None:
         if axes not in ("inplane", "all"):
             raise ValueError(f"VolumeSuperResolver: axes must be 'inplane' or 'all', got {axes!r}.")
@@ -89,31 +127,108 @@ class VolumeSuperResolver:
         self.network = network.to(device).eval()
         self.scale, self.axes, self.slice_axis = int(scale), axes, slice_axis
         self.batch_size, self.device, self.progress, self.clamp = batch_size, torch.device(device), progress, clamp
+        self.gate, self.gate_degradation, self.gate_planes = bool(gate), gate_degradation, int(gate_planes)
         self.inferer = SlidingWindowInferer(roi_size=(roi_size, roi_size), sw_batch_size=batch_size, overlap=0.25, mode="gaussian")
+        self.last_gate: GateReport | None = None
 
     @torch.no_grad()
-    def _upscale_planes(self, array: np.ndarray, slice_axis: int, desc: str) -> np.ndarray:
-        """Upscale every plane orthogonal to ``slice_axis`` of ``array`` (normalised intensities)."""
-        stack = np.moveaxis(array, slice_axis, 0)
-        out = []
+    def _network_batches(self, stack: np.ndarray, desc: str | None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, upscaled batch)`` for the planes ``(N, h, w)`` of ``stack`` (normalised intensities)."""
         starts = range(0, stack.shape[0], self.batch_size)
-        for start in progress(starts, desc=desc, unit="batch", disable=not self.progress):
+        for start in progress(starts, desc=desc or "", unit="batch", disable=not self.progress or desc is None):
             x = torch.from_numpy(np.ascontiguousarray(stack[start : start + self.batch_size]))[:, None].to(self.device)
-            if max(x.shape[-2:]) <= self.inferer.roi_size[0]:
-                y = self.network(x)
-            else:
-                y = self.inferer(x, self.network)
-            out.append(y[:, 0].float().cpu().numpy())
-        return np.moveaxis(np.concatenate(out, axis=0), 0, slice_axis)
+            y = self.network(x) if max(x.shape[-2:]) <= self.inferer.roi_size[0] else self.inferer(x, self.network)
+            yield start, y[:, 0].float().cpu().numpy()
+
+    def _upscale_stack(self, stack: np.ndarray, desc: str | None = None) -> np.ndarray:
+        return np.concatenate([y for _, y in self._network_batches(stack, desc)], axis=0)
+
+    def _upscale_planes(self, array: np.ndarray, slice_axis: int, desc: str) -> np.ndarray:
+        """Upscale every plane orthogonal to ``slice_axis`` of ``array`` (normalised intensities), no gate."""
+        return np.moveaxis(self._upscale_stack(np.moveaxis(array, slice_axis, 0), desc), 0, slice_axis)
+
+    def _gate_kind(self, planes: np.ndarray, lo: float, hi: float) -> tuple[str, str, dict | None]:
+        """The in-plane degradation model: the variant's own, or (mixed / unknown) the kind whose degradation of the
+        model's output on ``planes`` reproduces them best; returns ``(kind, how it was chosen, residuals)``."""
+        if self.gate_degradation in INPLANE_GATE_KINDS:
+            return str(self.gate_degradation), "variant", None
+        y = self._upscale_stack(planes)
+        y = np.clip(y, lo, hi) if self.clamp else y
+        residuals = {k: ConsistencyProjector.from_specs(y.shape, {1: inplane_gate_degradation(k, self.scale),
+                                                                 2: inplane_gate_degradation(k, self.scale)}).residual(y, planes)
+                     for k in INPLANE_GATE_KINDS}
+        return min(residuals, key=residuals.get), f"estimated for the {self.gate_degradation or 'unknown'} variant (least residual)", residuals
+
+    def self_check(self, stack: np.ndarray, lo: float, hi: float) -> GateReport:
+        """The gate's self-check on planes of ``stack`` ``(N, h, w)`` (normalised): pick the degradation model,
+        degrade, upscale, compare with the input, choose ``alpha``."""
+        s = self.scale
+        idx = _check_planes(stack, self.gate_planes)
+        kind, how, residuals = self._gate_kind(stack[idx], lo, hi)
+        spec = inplane_gate_degradation(kind, s)
+        h, w = stack.shape[1] - stack.shape[1] % s, stack.shape[2] - stack.shape[2] % s
+        report = GateReport(True, "model", 1.0, "bicubic", spec.to_dict(), degradation_choice=how,
+                            operator_residuals=residuals, self_check_planes=int(idx.size))
+        if h < 2 * s or w < 2 * s:
+            report.note = f"planes too small for a x{s} self-check ({stack.shape[1]} x {stack.shape[2]}); model kept, consistency projected"
+            return report
+        hr = stack[idx, :h, :w].astype(np.float32)
+        check = ConsistencyProjector.from_specs(hr.shape, {1: spec, 2: spec})
+        lr = check.degrade(hr).astype(np.float32)
+        model, base = self._upscale_stack(lr), _bicubic_stack(lr, s)
+        mask = foreground_mask(hr)
+        alpha = choose_alpha(hr, base, model, mask, project=lambda y: check.project(y, lr))
+        report.decision, report.alpha = gate_decision(alpha)
+        gated = base + report.alpha * (model - base)
+        gated = check.project_within(gated, lr, lo, hi) if self.clamp else check.project(gated, lr)
+        report.psnr_model = masked_psnr_np(np.clip(model, lo, hi) if self.clamp else model, hr, mask)
+        report.psnr_baseline = masked_psnr_np(np.clip(base, lo, hi) if self.clamp else base, hr, mask)
+        report.psnr_gated = masked_psnr_np(gated, hr, mask)
+        return report
+
+    def _gated_inplane(self, x: np.ndarray, slice_axis: int, lo: float, hi: float) -> np.ndarray:
+        """In-plane pass over the normalised ``x``: gate (when on), blend, consistency, clamp; batch by batch."""
+        s, desc = self.scale, f"upscale x{self.scale} in-plane"
+        stack = np.moveaxis(x, slice_axis, 0)
+        if not self.gate:
+            self.last_gate = GateReport(False, "model", 1.0, "bicubic", {})
+            y = self._upscale_stack(stack, desc)
+            return np.moveaxis(np.clip(y, lo, hi) if self.clamp else y, 0, slice_axis)
+        report = self.self_check(stack, lo, hi)
+        spec = AxisDegradation(**{k: v for k, v in report.degradation.items() if k != "operator"})
+        out = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), dtype=np.float32)
+        project = ConsistencyProjector.from_specs((1, *out.shape[1:]), {1: spec, 2: spec})
+        sq_x = sq_before = sq_after = 0.0
+        if report.alpha > 0:
+            batches = self._network_batches(stack, desc)
+        else:  # interpolation only: the network is not run on the volume
+            batches = ((i, None) for i in progress(range(0, stack.shape[0], self.batch_size), desc=f"{desc} (interpolation)",
+                                                   unit="batch", disable=not self.progress))
+        for start, model in batches:
+            xs = stack[start : start + self.batch_size]
+            y = _bicubic_stack(xs, s)
+            if model is not None:
+                y = y + report.alpha * (model - y)
+            y = np.clip(y, lo, hi) if self.clamp else y
+            sq_before += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
+            y = project.project_within(y, xs, lo, hi) if self.clamp else project.project(y, xs)
+            sq_after += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
+            sq_x += float(np.sum(xs.astype(np.float64) ** 2))
+            out[start : start + len(xs)] = y
+        report.consistency_before = float(np.sqrt(sq_before / max(sq_x, 1e-20)))
+        report.consistency_after = float(np.sqrt(sq_after / max(sq_x, 1e-20)))
+        self.last_gate = report
+        logger.info(report.summary_line())
+        return np.moveaxis(out, 0, slice_axis)
 
     def upscale_array(self, array: np.ndarray, slice_axis: int) -> tuple[np.ndarray, tuple[float, float, float]]:
-        """Upscale ``array`` ``(X, Y, Z)``; returns the result and the per-axis factors."""
+        """Upscale ``array`` ``(X, Y, Z)``; returns the result and the per-axis factors (gate report in :attr:`last_gate`)."""
         array = np.asarray(array, dtype=np.float32)
         lo, hi = float(array.min()), float(array.max())
         norm = float(np.percentile(array, 99.9))
         norm = norm if norm > 0 else max(hi, 1e-8)
         x = array / norm
-        y = self._upscale_planes(x, slice_axis, f"upscale x{self.scale} in-plane")
+        y = self._gated_inplane(x, slice_axis, lo / norm, hi / norm)
         factors = [float(self.scale)] * 3
         factors[slice_axis] = 1.0
         if self.axes == "all":
@@ -131,8 +246,43 @@ class VolumeSuperResolver:
             y = np.clip(y, lo, hi)
         return y.astype(np.float32), tuple(factors)
 
-    def __call__(self, volume: Volume) -> Volume:
-        """Upscaled copy of ``volume``; the output covers the same physical box (see :mod:`.geometry`)."""
+    def __call__(self, volume: Volume) -> GeneratedVolume:
+        """Upscaled copy of ``volume``; the output covers the same physical box (see :mod:`.geometry`) and carries
+        the gate's report in ``generation_parameters["gate"]``."""
         slice_axis = pick_slice_axis(volume.spacing) if self.slice_axis is None else self.slice_axis
         array, factors = self.upscale_array(volume.array, slice_axis)
-        return Volume(array=array, affine=upscaled_affine(volume.affine, factors), path=None, format=volume.format)
+        params = {"gate": self.last_gate.to_dict() if self.last_gate else None, "factors": list(factors)}
+        if self.axes == "all" and self.gate:
+            params["gate"]["note"] = (params["gate"].get("note") or "") + "gate covers the in-plane pass; the through-plane pass is not gated"
+        return GeneratedVolume(array=array, affine=upscaled_affine(volume.affine, factors), path=None, format=volume.format,
+                               generation_parameters=params)
+
+
+def super_resolver(
+    network: nn.Module,
+    scale: int,
+    axes: str = "inplane",
+    slice_axis: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    gate: bool = True,
+    gate_degradation: str | None = "mixed",
+    target_spacing: float | None = None,
+    slice_thickness: float | None = None,
+    adapt_seconds: float = 20.0,
+    adapt_steps: int | None = None,
+    refiner: nn.Module | None = None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """The upscaler for ``axes``: :class:`VolumeSuperResolver` (``inplane``, ``all``) or
+    :class:`~medgen_core.inference.through_plane.ThroughPlaneSuperResolver` (``through``: ``refiner`` is the
+    per-scan adapted network, ``network``/``scale`` are not used)."""
+    if axes == "through":
+        from medgen_core.inference.through_plane import ThroughPlaneSuperResolver
+
+        return ThroughPlaneSuperResolver(refiner=refiner, slice_axis=slice_axis, target_spacing=target_spacing,
+                                         slice_thickness=slice_thickness, adapt_seconds=adapt_seconds, adapt_steps=adapt_steps,
+                                         gate=gate, batch_size=batch_size, device=device, seed=seed, progress=progress)
+    return VolumeSuperResolver(network, scale, axes=axes, slice_axis=slice_axis, batch_size=batch_size, device=device,
+                               gate=gate, gate_degradation=gate_degradation, progress=progress)

@@ -74,6 +74,9 @@ class SaveGeneratedVolumed(MapTransform):
         output_path_key: key holding the output path; when absent or empty, the path is
             ``<output_dir>/<input stem>_<output_postfix><output_suffix>``.
         output_dir, output_postfix, output_suffix: used when no explicit output path is given.
+
+    A volume with a ``generation_parameters`` mapping (e.g. :class:`~medgen_core.inference.generated.GeneratedVolume`)
+    adds it to the record's ``parameters``.
     """
 
     def __init__(
@@ -121,6 +124,10 @@ class SaveGeneratedVolumed(MapTransform):
                     raise ImageWriteError(f"SaveGeneratedVolumed: no output path under '{self.output_path_key}' and no source file to name one after.")
                 out = default_output_path(source_path, self.output_dir, self.output_postfix, self.output_suffix)
             inputs = {"source_image": source_path} if source_path is not None else {}
-            metadata = GenerationMetadata.create(input_paths=inputs, **self.record)
+            record = dict(self.record)
+            extra = getattr(d[key], "generation_parameters", None)  # figures decided while generating (e.g. the SR gate)
+            if isinstance(extra, Mapping) and extra:
+                record["parameters"] = {**record["parameters"], **extra}
+            metadata = GenerationMetadata.create(input_paths=inputs, **record)
             d[f"{key}_path"] = write_generated_volume(d[key], out, metadata)
         return d
