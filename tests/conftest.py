@@ -23,3 +23,17 @@ atexit.register(shutil.rmtree, os.environ["MEDGEN_KEY_DIR"], True)
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+import locale  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _keep_process_locale():
+    """Restore the locale after each test: SimpleITK's GDCM writer, which test helpers use to build DICOM
+    series, sets the C locale and leaves it so, which turns Python's default text encoding into ASCII for
+    every later test in the process."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
