@@ -30,7 +30,7 @@ from medgen_core.errors import ImageWriteError
 from medgen_core.io.file_sets import check_output_path
 from medgen_core.io.volume import Volume, format_of, ras_to_lps
 
-__all__ = ["SUPPORTED_WRITE_SUFFIXES", "atomic_path", "write_volume"]
+__all__ = ["SUPPORTED_WRITE_SUFFIXES", "atomic_path", "fsync_dir", "write_volume"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +135,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Flush a directory entry to disk (best effort; not supported on every platform)."""
     with contextlib.suppress(OSError, AttributeError):
         fd = os.open(directory, os.O_RDONLY)

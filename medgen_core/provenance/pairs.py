@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medgen_core.errors import ProvenanceError
+from medgen_core.io.writers import fsync_dir
 
 __all__ = ["PAUSE_ENV", "PAUSE_STAGES", "journal_path", "recover_pair", "staged_pair"]
 
@@ -68,15 +69,6 @@ def _pause(stage: str) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -148,9 +140,9 @@ def _roll_forward(path: Path, journal: Path) -> None:
         source = path.parent / src
         if source.exists():
             os.replace(source, path.parent / dst)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     journal.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     logger.warning("%s: finished an interrupted write (rolled the commit journal forward)", path)
 
 
@@ -187,7 +179,7 @@ def _write_journal(journal: Path, renames: list[list[str]]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(journal.parent)
+    fsync_dir(journal.parent)
 
 
 @contextlib.contextmanager
@@ -233,7 +225,7 @@ def _commit(path: Path, side: Path, tmp_file: Path, tmp_side: Path) -> None:
             renamed = True
             _pause("between-renames")
             os.replace(tmp_side, side)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as err:
             if renamed:  # a new file with the old sidecar would disagree: remove the new file
                 with contextlib.suppress(OSError):
@@ -243,4 +235,4 @@ def _commit(path: Path, side: Path, tmp_file: Path, tmp_side: Path) -> None:
             raise ProvenanceError(f"{path}: writing the file and its provenance sidecar failed ({err}); nothing written") from err
         _pause("renamed")
         journal.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
