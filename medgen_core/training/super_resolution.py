@@ -5,6 +5,10 @@ fly with :mod:`medgen_core.transforms.degradation`, either one fixed degradation
 (:class:`~medgen_core.transforms.degradation.RandomDegradation`) that the default model uses so that it
 copes with the unknown degradation of a real scan.
 
+With ``data="synthetic"`` the pairs come from the synthetic generator instead, mixed with real MNI T1
+patches (:class:`~medgen_core.training.sr_synthetic.SyntheticMixBatches`): random anatomy, contrast,
+HR bandwidth, degradation and noise, for a default model that is not tied to one template and contrast.
+
 Multi-process training (``torchrun``, one process per GPU or several on a CPU) is supported: each rank
 trains a :class:`~torch.nn.parallel.DistributedDataParallel` copy of the generator on its own shard of
 the slices, and rank 0 alone writes the outputs.
@@ -27,6 +31,7 @@ from tqdm import tqdm
 from medgen_core.losses import relativistic_discriminator_loss, relativistic_generator_loss
 from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
 from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
+from medgen_core.training.sr_synthetic import SyntheticMixBatches
 from medgen_core.transforms.degradation import DEGRADATIONS, RandomDegradation, degrade
 from medgen_core.transforms.intensity_augment import RandomContrastAugment
 
@@ -60,6 +65,12 @@ class SRTrainingConfig:
             on one T1 template transfers to other contrasts and noisy scans. Used by the default model.
         bf16: run forward/backward under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16
             and on GPUs; the interpolation skip and the loss stay in float32).
+        data: ``"mni"`` (patches of ``train_slices`` degraded by ``degradation``) or ``"synthetic"``
+            (:class:`~medgen_core.training.sr_synthetic.SyntheticMixBatches`; ``degradation`` is then ignored).
+        real_fraction: synthetic mode: share of each batch taken from ``train_slices`` (real MNI T1).
+        kind_weights: synthetic mode: probabilities of Gaussian, block and k-space degradations.
+        noise_prob / noise_std_max: synthetic mode: chance and largest std of Rician / Gaussian noise on the
+            synthetic LR inputs; ``real_noise_prob``: the same chance for the real patches (std up to 0.02).
     """
 
     scale: int = 2
@@ -77,12 +88,28 @@ class SRTrainingConfig:
     seed: int = 0
     bf16: bool = True
     contrast_augment: bool = False
+    data: str = "mni"
+    real_fraction: float = 0.3
+    kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    noise_prob: float = 0.9
+    noise_std_max: float = 0.05
+    real_noise_prob: float = 0.5
 
     def __post_init__(self) -> None:
         if self.degradation != "mixed" and self.degradation not in DEGRADATIONS:
             raise ValueError(f"SRTrainingConfig: degradation must be 'mixed' or one of {DEGRADATIONS}, got {self.degradation!r}.")
         if self.patch_size % self.scale:
             raise ValueError(f"SRTrainingConfig: patch_size {self.patch_size} must be a multiple of scale {self.scale}.")
+        if self.data not in ("mni", "synthetic"):
+            raise ValueError(f"SRTrainingConfig: data must be 'mni' or 'synthetic', got {self.data!r}.")
+        self.kind_weights = tuple(float(w) for w in self.kind_weights)
+        if len(self.kind_weights) != 3 or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
+            raise ValueError(f"SRTrainingConfig: kind_weights must be 3 non-negative numbers (gaussian, block, kspace), got {self.kind_weights}.")
+
+    @property
+    def label(self) -> str:
+        """``"synthetic"`` or the degradation: the run's name in logs and plots."""
+        return "synthetic" if self.data == "synthetic" else self.degradation
 
 
 def axial_slices(volumes: list[np.ndarray] | np.ndarray, indices: list[int] | None = None, normalise: bool = True) -> torch.Tensor:
@@ -197,6 +224,11 @@ class SuperResolutionTrainer:
         self.sampler = PatchSampler(slices.float(), config.patch_size, config.min_foreground, self.g)
         self.random_degradation = RandomDegradation(config.scale, generator=self.g)
         self.contrast_augment = RandomContrastAugment(generator=self.g) if config.contrast_augment else None
+        self.synthetic: SyntheticMixBatches | None = None
+        if config.data == "synthetic":
+            self.synthetic = SyntheticMixBatches(config.scale, config.patch_size, self.sampler, config.real_fraction,
+                                                 config.kind_weights, seed=self._seed, real_noise_prob=config.real_noise_prob,
+                                                 noise_prob=config.noise_prob, noise_std_range=(0.0, config.noise_std_max))
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.99))
         self.disc: nn.Module | None = None
         self.opt_d: torch.optim.Optimizer | None = None
@@ -223,6 +255,9 @@ class SuperResolutionTrainer:
     # -- data -----------------------------------------------------------------------------------
     def make_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lr, hr)``: a high-resolution batch and its degraded low-resolution version."""
+        if self.synthetic is not None:
+            lr, hr = self.synthetic(self.config.batch_size)
+            return lr.to(self.device), hr.to(self.device)
         hr = self.sampler.sample(self.config.batch_size)
         if self.contrast_augment is not None:
             hr = self.contrast_augment(hr)
@@ -252,6 +287,8 @@ class SuperResolutionTrainer:
             self.opt_d.load_state_dict(state["opt_d"])
         self.iteration = int(state["iteration"])
         self.g.manual_seed(self._seed + self.iteration)  # a fresh but reproducible stream after resume
+        if self.synthetic is not None:
+            self.synthetic.reseed(self._seed + self.iteration)
         logger.info("resumed from %s at iteration %d", path, self.iteration)
         return True
 
@@ -307,7 +344,7 @@ class SuperResolutionTrainer:
         c = self.config
         total = c.iterations + c.gan_iterations
         self.net.train()
-        with tqdm(total=total, initial=self.iteration, desc=f"SR x{c.scale} {c.degradation}", unit="it", disable=not self.is_main) as bar:
+        with tqdm(total=total, initial=self.iteration, desc=f"SR x{c.scale} {c.label}", unit="it", disable=not self.is_main) as bar:
             while self.iteration < total:
                 stats = self.l1_step() if self.iteration < c.iterations else self.gan_step()
                 self.iteration += 1
@@ -323,7 +360,7 @@ class SuperResolutionTrainer:
         model_path = self.output_dir / "model.pt"
         if self.is_main:
             atomic_torch_save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, model_path)
-            plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"SR x{c.scale} ({c.degradation})")
+            plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"SR x{c.scale} ({c.label})")
         if self.distributed:
             dist.barrier()
         return model_path
