@@ -37,7 +37,7 @@ VARIANTS = {
     "x4_gaussian": {"scale": 4, "degradation": "gaussian", "iterations": 9000},
     "x4_mixed": {"scale": 4, "degradation": "mixed", "iterations": 600},
     "x2_block": {"scale": 2, "degradation": "block", "iterations": 1500},
-    "x2_synthetic": {"scale": 2, "iterations": 9000},
+    "x2_synthetic": {"scale": 2, "iterations": 6000},
     "x4_synthetic": {"scale": 4, "iterations": 7000},
 }
 #: Overlay configs (after train.json) and the metadata entry of the synthetic-data variants.
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=None, help="override train.json's iterations")
     ap.add_argument("--runs-dir", type=Path, default=BUNDLE / "runs", help="checkpoints and logs (resumable)")
     ap.add_argument("--no-install", action="store_true", help="do not copy weights into the bundle")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this run's network weights (checkpoint.pt / model.pt; fresh optimiser), unless the run has its own checkpoint")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (e.g. 1 on a shared machine)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -81,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides["iterations"] = args.iterations
         parser.update(literal_overrides(overrides))  # paths as literals: a runs folder named '$...' or 'a#b' is a folder
         parser.get_parsed_content("initialize")
-        model_path = parser.get_parsed_content("trainer").run()
+        trainer = parser.get_parsed_content("trainer")
+        if args.init_from is not None and not (args.runs_dir / name / "checkpoint.pt").exists():
+            trainer.initialise_from(args.init_from)
+        model_path = trainer.run()
         if synthetic and not args.no_install:
             print(f"{name}: installed {install_synthetic(name, VARIANTS[name]['scale'], model_path, overrides['iterations'])}", flush=True)
         elif not args.no_install:

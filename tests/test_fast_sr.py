@@ -106,11 +106,28 @@ def test_synthetic_batches_mix_real_patches_and_are_reproducible(real_sampler: P
         SyntheticMixBatches(2, 48, None, real_fraction=0.3)
 
 
+@pytest.mark.parametrize("noise_on", ["hr", "lr"])
+def test_noise_on_the_target_is_carried_into_the_input(real_sampler: PatchSampler, noise_on: str) -> None:
+    """``noise_on="hr"``: the input is exactly the block average of the noisy target; ``"lr"``: of a clean target."""
+    batches = SyntheticMixBatches(2, 48, real_sampler, real_fraction=0.5, kind_weights=(0.0, 1.0, 0.0), seed=5, noise_on=noise_on,
+                                  noise_prob=1.0, noise_std_range=(0.02, 0.05), real_noise_prob=1.0, real_noise_std_range=(0.02, 0.03))
+    lr, hr = batches(8)
+    mismatch = (lr - F.avg_pool2d(hr, 2)).abs().amax(dim=(1, 2, 3))
+    if noise_on == "hr":
+        assert float(mismatch.max()) < 1e-5
+    else:
+        assert float(mismatch.min()) > 0.01  # every input carries noise its target does not
+    with pytest.raises(ValueError, match="noise_on must be 'hr' or 'lr'"):
+        SyntheticMixBatches(2, 48, real_sampler, noise_on="both")
+
+
 def test_config_refuses_bad_data_mode_and_kind_weights() -> None:
     with pytest.raises(ValueError, match="data must be 'mni' or 'synthetic'"):
         SRTrainingConfig(data="real")
     with pytest.raises(ValueError, match="kind_weights must be 3 non-negative numbers"):
         SRTrainingConfig(kind_weights=(1.0, -1.0, 1.0))
+    with pytest.raises(ValueError, match="noise_on must be 'hr' or 'lr'"):
+        SRTrainingConfig(noise_on="target")
 
 
 def test_a_few_synthetic_steps_reduce_the_loss(tmp_path: Path) -> None:

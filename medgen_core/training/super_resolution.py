@@ -71,6 +71,10 @@ class SRTrainingConfig:
         kind_weights: synthetic mode: probabilities of Gaussian, block and k-space degradations.
         noise_prob / noise_std_max: synthetic mode: chance and largest std of Rician / Gaussian noise on the
             synthetic LR inputs; ``real_noise_prob``: the same chance for the real patches (std up to 0.02).
+        noise_on: synthetic mode: ``"hr"`` (noise on the target before the degradation: the net keeps noise) or
+            ``"lr"`` (on the input only: the net learns to denoise); see :mod:`~medgen_core.training.sr_synthetic`.
+        deform_scale_range: synthetic mode: anatomy scaling ``1 +- deform_scale_range`` (SynthSeg 0.2), so that
+            structures of other sizes per voxel (coarser or finer scans) are seen.
     """
 
     scale: int = 2
@@ -94,6 +98,8 @@ class SRTrainingConfig:
     noise_prob: float = 0.9
     noise_std_max: float = 0.05
     real_noise_prob: float = 0.5
+    noise_on: str = "hr"
+    deform_scale_range: float = 0.2
 
     def __post_init__(self) -> None:
         if self.degradation != "mixed" and self.degradation not in DEGRADATIONS:
@@ -103,6 +109,8 @@ class SRTrainingConfig:
         if self.data not in ("mni", "synthetic"):
             raise ValueError(f"SRTrainingConfig: data must be 'mni' or 'synthetic', got {self.data!r}.")
         self.kind_weights = tuple(float(w) for w in self.kind_weights)
+        if self.noise_on not in ("hr", "lr"):
+            raise ValueError(f"SRTrainingConfig: noise_on must be 'hr' or 'lr', got {self.noise_on!r}.")
         if len(self.kind_weights) != 3 or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
             raise ValueError(f"SRTrainingConfig: kind_weights must be 3 non-negative numbers (gaussian, block, kspace), got {self.kind_weights}.")
 
@@ -228,7 +236,8 @@ class SuperResolutionTrainer:
         if config.data == "synthetic":
             self.synthetic = SyntheticMixBatches(config.scale, config.patch_size, self.sampler, config.real_fraction,
                                                  config.kind_weights, seed=self._seed, real_noise_prob=config.real_noise_prob,
-                                                 noise_prob=config.noise_prob, noise_std_range=(0.0, config.noise_std_max))
+                                                 noise_prob=config.noise_prob, noise_std_range=(0.0, config.noise_std_max),
+                                                 noise_on=config.noise_on, deform={"scale_range": config.deform_scale_range})
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.99))
         self.disc: nn.Module | None = None
         self.opt_d: torch.optim.Optimizer | None = None
@@ -273,6 +282,12 @@ class SuperResolutionTrainer:
         if self.disc is not None:
             state["disc"], state["opt_d"] = self.disc.state_dict(), self.opt_d.state_dict()
         atomic_torch_save(state, self.output_dir / "checkpoint.pt")
+
+    def initialise_from(self, path: str | Path) -> None:
+        """Start from the network weights of another run (``checkpoint.pt`` or ``model.pt``), with a fresh optimiser and schedule."""
+        state = load_checkpoint(Path(path))
+        self.net.load_state_dict(state.get("net", state))
+        logger.info("initialised the network from %s", path)
 
     def resume(self) -> bool:
         """Resume from ``checkpoint.pt`` if present; returns whether it did."""
