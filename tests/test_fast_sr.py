@@ -203,3 +203,16 @@ def test_synthetic_variant_weights_load_through_the_bundle_with_the_sha256_check
     with pytest.raises(RuntimeError) as failure:  # MONAI wraps the error of the config expression
         _bundle_network(root, "x2_synthetic")
     assert isinstance(failure.value.__cause__, WeightsError) and "does not match" in str(failure.value.__cause__)
+
+
+def test_initialise_an_x4_run_from_x2_weights_keeps_the_trunk(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x2 = FastSRNet(2, scale=2, num_feat=8, num_block=1)
+    torch.nn.init.normal_(x2.head.conv.weight)
+    torch.save(x2.state_dict(), tmp_path / "x2.pt")
+    x4 = FastSRNet(2, scale=4, num_feat=8, num_block=1)
+    config = SRTrainingConfig(scale=4, data="synthetic", patch_size=32, batch_size=2, iterations=1, bf16=False, real_fraction=0.0)
+    trainer = SuperResolutionTrainer(x4, torch.rand(2, 1, 40, 40), config, tmp_path / "run")
+    trainer.initialise_from(tmp_path / "x2.pt")
+    assert torch.equal(x4.head.conv.weight, x2.head.conv.weight)
+    assert torch.equal(x4.upsample.conv_block.weight, torch.zeros_like(x4.upsample.conv_block.weight))  # other scale: own init

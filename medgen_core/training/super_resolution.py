@@ -284,10 +284,15 @@ class SuperResolutionTrainer:
         atomic_torch_save(state, self.output_dir / "checkpoint.pt")
 
     def initialise_from(self, path: str | Path) -> None:
-        """Start from the network weights of another run (``checkpoint.pt`` or ``model.pt``), with a fresh optimiser and schedule."""
+        """Start from the network weights of another run (``checkpoint.pt`` or ``model.pt``), with a fresh optimiser and
+        schedule. Tensors whose shape differs (e.g. the upsampling layer of another scale) keep their initialisation."""
         state = load_checkpoint(Path(path))
-        self.net.load_state_dict(state.get("net", state))
-        logger.info("initialised the network from %s", path)
+        state = state.get("net", state)
+        own = self.net.state_dict()
+        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        skipped = sorted(set(own) - set(keep))
+        self.net.load_state_dict({**own, **keep})
+        logger.info("initialised the network from %s (%d tensors; kept their own initialisation: %s)", path, len(keep), skipped or "none")
 
     def resume(self) -> bool:
         """Resume from ``checkpoint.pt`` if present; returns whether it did."""
