@@ -126,7 +126,7 @@ class ConsistencyProjector:
         x64 = np.asarray(x, dtype=np.float64)
         return float(np.linalg.norm(x64 - self.degrade(y)) / max(np.linalg.norm(x64), 1e-12))
 
-    def project_within(self, y: np.ndarray, x: np.ndarray, lo: float, hi: float, iterations: int = 8) -> np.ndarray:
+    def project_within(self, y: np.ndarray, x: np.ndarray, lo: float, hi: float, iterations: int = 50) -> np.ndarray:
         """Alternate projection and clamp to ``[lo, hi]`` (at most ``iterations`` rounds), ending with the clamp."""
         out = np.clip(y, lo, hi)
         for _ in range(iterations):
