@@ -293,12 +293,12 @@ class ThroughPlaneSuperResolver:
                             f"(box of the {plan.thickness_source} thickness {plan.thickness:.4g} mm at {plan.slice_spacing:.4g} mm)")
         if not self.gate:
             pass
-        elif self.adapt_seconds <= 0:
-            report.decision, report.alpha, report.note = "interpolation", 0.0, "no adaptation: the refiner is the identity"
         elif checks:
             self._self_check(net, checks, lo_n, hi_n, report)
+            if report.decision == "interpolation" and self.adapt_seconds <= 0:
+                report.note = "no adaptation (--adapt-seconds 0)"
         else:
-            report.note = "too few slice planes with foreground for a held-out self-check; adapted refiner kept"
+            report.note = "too few slice planes with foreground for a held-out self-check; refiner kept"
 
         fused = np.zeros_like(y0) if report.alpha > 0 else None
         if fused is not None:
@@ -319,8 +319,8 @@ class ThroughPlaneSuperResolver:
         factors = [1.0, 1.0, 1.0]
         factors[k] = plan.factor
         params = {"through_plane": plan.to_dict(), "adaptation": adaptation.to_dict(), "gate": report.to_dict(), "factors": factors,
-                  "network": f"{type(self.refiner).__module__}.{type(self.refiner).__name__} on the B-spline grid, adapted to this scan "
-                             "(the in-plane variant's network and weights are not used)"}
+                  "network": f"{type(self.refiner).__module__}.{type(self.refiner).__name__} on the B-spline grid, adapted to this scan from its start weights "
+                             "(the in-plane variant's network is not used)"}
         return GeneratedVolume(array=(y * norm).astype(np.float32), affine=upscaled_affine(volume.affine, factors), path=None,
                                format=volume.format, generation_parameters=params)
 
