@@ -213,3 +213,12 @@ def test_through_only_options_are_refused_for_inplane(tmp_path, capsys) -> None:
     with pytest.raises(SuperResolutionError, match="--adapt-seconds"):
         ThroughPlaneSuperResolver(adapt_seconds=-1)
 
+
+
+def test_a_single_sharp_axis_keeps_the_start_weights() -> None:
+    """Spacing 1 x 4 x 5 mm: axis 1 is not sharp, so no slice-plane pairs look like the through-plane planes."""
+    volume = Volume(blobs((20, 12, 10), seed=4), np.diag([1.0, 4.0, 5.0, 1.0]))
+    out = ThroughPlaneSuperResolver(adapt_seconds=5, adapt_steps=3, progress=False)(volume)
+    params = out.generation_parameters
+    assert params["through_plane"]["sharp_axes"] == [0] and out.shape == (20, 12, 50)
+    assert params["adaptation"]["steps"] == 0 and "only axis 0 is sharp" in params["adaptation"]["note"]
