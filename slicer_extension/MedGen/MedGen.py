@@ -61,6 +61,10 @@ class MedGenParameterNode:
     variant: str = ""
     direction: Annotated[str, Choice(["a2b", "b2a"])] = "a2b"
     scale: Annotated[int, Choice([2, 4])] = 2
+    upscaleAxes: Annotated[str, Choice(["inplane", "through"])] = "inplane"
+    targetSpacing: Annotated[float, WithinRange(0.0, 20.0)] = 0.0
+    adaptSeconds: Annotated[float, WithinRange(0.0, 600.0)] = 20.0
+    gate: bool = True
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     strength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
     variantCount: Annotated[int, WithinRange(1, 20)] = 1
@@ -235,7 +239,7 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 button.enabled = False
                 button.toolTip = (_("No {action} bundle is installed.").format(action=action) if bundle is None
                                   else _("Bundle {name} has no trained weights yet.").format(name=bundle.name))
-            elif action == "upscale" and p.scale not in bundle.scales:
+            elif action == "upscale" and p.upscaleAxes != "through" and p.scale not in bundle.scales:
                 button.enabled = False
                 button.toolTip = _("Bundle {name} has no x{scale} model.").format(name=bundle.name, scale=p.scale)
             else:
@@ -259,7 +263,8 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.process(
                 action, p.inputVolume, p.outputVolume, bundle=p.bundle, scale=p.scale, variant=p.variant or None,
                 direction=p.direction, seed=p.seed, strength=p.strength, count=p.variantCount, forceCpu=p.forceCpu,
-                keepTemporaryFiles=p.keepTemporaryFiles,
+                keepTemporaryFiles=p.keepTemporaryFiles, axes=p.upscaleAxes, targetSpacing=p.targetSpacing or None,
+                adaptSeconds=p.adaptSeconds, gate=p.gate,
                 catalog=self._catalog, blocking=False,
             )
             self.ui.logTextEdit.appendPlainText(self._job.command.display() if self._job.command else "")
@@ -337,9 +342,11 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
     # -- processing ------------------------------------------------------------------------------
     def process(self, action, inputVolume, outputVolume=None, bundle="", scale=2, variant=None, direction="a2b",
                 seed=None, forceCpu=False, keepTemporaryFiles=False, catalog=None, blocking=True, timeoutSec=None,
-                onEvent=None, strength=None, count=1) -> GenerationJob:
+                onEvent=None, strength=None, count=1, axes="inplane", targetSpacing=None, adaptSeconds=None, gate=True) -> GenerationJob:
         """Run ``action`` on ``inputVolume``; the result goes to ``outputVolume`` or a new "<input> <task> (AI)" volume.
 
+        Upscale options: ``axes`` (``"inplane"`` or ``"through"``), ``targetSpacing`` (mm, through; None = in-plane
+        spacing), ``adaptSeconds`` (through; None = the CLI's default), ``gate`` (the never-worse gate).
         With ``blocking=True`` returns the finished job (check ``job.state``, ``job.result_node``,
         ``job.error``); otherwise the started job, to be driven by ``job.poll()`` from the main thread.
         """
@@ -351,7 +358,9 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
             outputVolume = None  # every variant gets its own new volume
         options = JobOptions(action=action, bundle=choice.name, scale=int(scale), variant=variant, direction=direction,
                              seed=seed, strength=strength if action == "augment" else None,
-                             count=int(count) if action == "augment" else 1, device=Device.CPU if forceCpu else Device.AUTO)
+                             count=int(count) if action == "augment" else 1, device=Device.CPU if forceCpu else Device.AUTO,
+                             **(dict(axes=axes, target_spacing=targetSpacing if axes == "through" else None,
+                                     adapt_seconds=adaptSeconds if axes == "through" else None, gate=bool(gate)) if action == "upscale" else {}))
         job = GenerationJob(
             slicer.mrmlScene, inputVolume, options, output_node=outputVolume,
             executable=[self.medgenExecutable] if self.medgenExecutable else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "ACTIONS",
+    "UPSCALE_AXES",
     "Command",
     "Device",
     "GenerationRequest",
@@ -27,6 +28,8 @@ __all__ = [
 #: The actions MedGen bundles declare in ``metadata["medgen"]["action"]``, in button order.
 ACTIONS: tuple[str, ...] = ("translate", "upscale", "augment")
 DIRECTIONS: tuple[str, ...] = ("a2b", "b2a")
+#: ``medgen upscale --axes`` values the module offers.
+UPSCALE_AXES: tuple[str, ...] = ("inplane", "all", "through")
 
 
 class Device(str, Enum):
@@ -53,6 +56,10 @@ class GenerationRequest:
         count: number of variants (augment); with more than one, the CLI writes
             :func:`variant_output_paths` instead of ``output_path``.
         device: :class:`Device`; ``cpu`` also hides GPUs from the child (``CUDA_VISIBLE_DEVICES=-1``).
+        axes: upscale ``"inplane"`` (``--scale``) or ``"through"`` (along the slice axis, ``--axes through``).
+        target_spacing: through: output spacing in mm (``--target-spacing``); ``None`` = the in-plane spacing.
+        adapt_seconds: through: per-scan adaptation budget (``--adapt-seconds``, 0 disables); ``None`` = the CLI's default.
+        gate: upscale: the never-worse gate; ``False`` passes ``--no-gate``.
         extra_args: appended verbatim (advanced use).
     """
 
@@ -67,6 +74,10 @@ class GenerationRequest:
     strength: float | None = None
     count: int = 1
     device: Device = Device.AUTO
+    axes: str = "inplane"
+    target_spacing: float | None = None
+    adapt_seconds: float | None = None
+    gate: bool = True
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -82,6 +93,14 @@ class GenerationRequest:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.action == "upscale" and int(self.scale) < 2:
             raise ValueError(f"scale must be >= 2, got {self.scale}")
+        if self.axes not in UPSCALE_AXES:
+            raise ValueError(f"axes must be one of {', '.join(UPSCALE_AXES)}, got {self.axes!r}")
+        if (self.target_spacing is not None or self.adapt_seconds is not None) and (self.action != "upscale" or self.axes != "through"):
+            raise ValueError("target_spacing and adapt_seconds are for upscale with axes='through' only")
+        if self.target_spacing is not None and not float(self.target_spacing) > 0:
+            raise ValueError(f"target_spacing must be > 0 mm, got {self.target_spacing}")
+        if self.adapt_seconds is not None and not float(self.adapt_seconds) >= 0:
+            raise ValueError(f"adapt_seconds must be >= 0, got {self.adapt_seconds}")
         object.__setattr__(self, "device", Device(self.device))
 
 
@@ -137,6 +156,14 @@ def _action_args(request: GenerationRequest) -> list[str]:
         args += ["--scale", str(int(request.scale))]
         if request.variant:
             args += ["--variant", request.variant]
+        if request.axes != "inplane":
+            args += ["--axes", request.axes]
+        if request.target_spacing is not None:
+            args += ["--target-spacing", repr(float(request.target_spacing))]
+        if request.adapt_seconds is not None:
+            args += ["--adapt-seconds", repr(float(request.adapt_seconds))]
+        if not request.gate:
+            args.append("--no-gate")
     elif request.action == "translate" and request.direction:
         args += ["--direction", request.direction]
     elif request.action == "augment":

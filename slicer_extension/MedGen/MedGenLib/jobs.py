@@ -39,12 +39,16 @@ class JobOptions:
     strength: float | None = None
     count: int = 1
     device: Device = Device.AUTO
+    axes: str = "inplane"
+    target_spacing: float | None = None
+    adapt_seconds: float | None = None
+    gate: bool = True
 
 
 def task_label(options: JobOptions) -> str:
     """The ``<task>`` part of a new output's name, e.g. ``"upscale x2"``, ``"translate a2b"``."""
     if options.action == "upscale":
-        return f"upscale x{int(options.scale)}"
+        return "upscale through-plane" if options.axes == "through" else f"upscale x{int(options.scale)}"
     if options.action == "translate":
         return f"translate {options.direction}" if options.direction else "translate"
     if options.action == "augment" and options.strength is not None:

@@ -304,9 +304,10 @@ def validate_output(node: Any, source: Any, tolerance_mm: float | None = None) -
     """Problems with an output node (empty list: valid).
 
     Checks the provenance attributes (complete, AI flag, pointing at ``source``), the visible cue
-    (name suffix, description), and the geometry: the output grid must be an integer upscaling
-    (factor 1 allowed) of the source grid covering the same physical box with the same orientation,
-    i.e. its IJK-to-RAS must equal :func:`upscaled_ijk_to_ras` of the source's.
+    (name suffix, description), and the geometry: the output grid must be an upscaling (factor 1 allowed;
+    integer in-plane, any ``n_out / n_in`` along the slice axis of a through-plane run) of the source grid
+    covering the same physical box with the same orientation, i.e. its IJK-to-RAS must equal
+    :func:`upscaled_ijk_to_ras` of the source's.
     """
     problems: list[str] = []
     if node is None:
@@ -327,12 +328,13 @@ def validate_output(node: Any, source: Any, tolerance_mm: float | None = None) -
     if 0 in out_dims:
         return problems + ["the output volume has no image data"]
     ratios = np.asarray(out_dims, dtype=np.float64) / np.maximum(src_dims, 1)
-    if np.any(ratios < 1) or not np.allclose(ratios, np.round(ratios)):
-        return problems + [f"output grid {out_dims} is not an integer upscaling of the input grid {src_dims}"]
+    fractional = ~np.isclose(ratios, np.round(ratios))
+    if np.any(ratios < 1) or int(fractional.sum()) > 1:
+        return problems + [f"output grid {out_dims} is not an upscaling of the input grid {src_dims} (integer, or any factor along one axis)"]
     src_m, out_m = get_ijk_to_ras(source), get_ijk_to_ras(node)
     spacing = np.linalg.norm(src_m[:3, :3], axis=0)
     tol = tolerance_mm if tolerance_mm is not None else max(1e-4, 1e-3 * float(spacing.min()))
-    expected = upscaled_ijk_to_ras(src_m, tuple(np.round(ratios)))
+    expected = upscaled_ijk_to_ras(src_m, tuple(np.where(fractional, ratios, np.round(ratios))))
     box_error = float(np.abs(box_corners(out_m, out_dims) - box_corners(src_m, src_dims)).max())
     if box_error > tol:
         problems.append(f"output box differs from the input's by up to {box_error:.4g} mm (geometry lost)")
