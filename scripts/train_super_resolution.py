@@ -38,14 +38,14 @@ VARIANTS = {
     "x4_mixed": {"scale": 4, "degradation": "mixed", "iterations": 600},
     "x2_block": {"scale": 2, "degradation": "block", "iterations": 1500},
     "x2_synthetic": {"scale": 2, "iterations": 6000},
-    "x4_synthetic": {"scale": 4, "iterations": 7000},
+    "x4_synthetic": {"scale": 4, "iterations": 6000},
 }
 #: Overlay configs (after train.json) and the metadata entry of the synthetic-data variants.
 SYNTHETIC_OVERLAY = "train_synthetic.json"
 SYNTHETIC_NETWORK = {"architecture": "fast", "num_feat": 48, "num_block": 4}
 
 
-def install_synthetic(name: str, scale: int, model_path: Path, iterations: int) -> Path:
+def install_synthetic(name: str, scale: int, model_path: Path, iterations: int, history: str | None = None) -> Path:
     """Create (or update) the variant's metadata entry, then copy the weights in and record their sha256."""
     import json
 
@@ -53,8 +53,10 @@ def install_synthetic(name: str, scale: int, model_path: Path, iterations: int) 
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     variants = meta["medgen"]["variants"]
     entry = variants.setdefault(name, {"file": f"models/{name}.pt", "sha256": ""})
-    entry.update({"scale": scale, "degradation": "random (gaussian, block, k-space; any contrast)", "network": SYNTHETIC_NETWORK,
-                  "training": {"data": "synthetic pairs + real MNI T1 patches (configs/train_synthetic.json)", "iterations": iterations}})
+    training = {"data": "synthetic pairs + real MNI T1 patches (configs/train_synthetic.json)", "iterations": iterations}
+    if history:
+        training["history"] = history
+    entry.update({"scale": scale, "degradation": "synthetic", "network": SYNTHETIC_NETWORK, "training": training})
     tmp = meta_path.with_name(meta_path.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
     tmp.replace(meta_path)
