@@ -1,4 +1,8 @@
-"""Tests for medgen_core.inference.geometry and super_resolve: upscaled grids cover the same physical box."""
+"""Tests for medgen_core.inference.geometry and super_resolve: upscaled grids cover the same physical box.
+
+The resolver runs with gate=False here: these tests pin the network-application geometry and values; the
+never-worse gate (which changes values on purpose) is tested in test_sr_gate.py.
+"""
 
 from __future__ import annotations
 
@@ -113,7 +117,7 @@ def _smooth_volume(shape=SHAPE, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("slice_axis", [None, 0])
 def test_resolver_matches_bicubic_geometry_and_values(slice_axis) -> None:
     vol = Volume(_smooth_volume(), oblique_affine())
-    resolver = VolumeSuperResolver(_tiny_net(), scale=2, slice_axis=slice_axis, batch_size=3, progress=False, clamp=False)
+    resolver = VolumeSuperResolver(_tiny_net(), scale=2, slice_axis=slice_axis, batch_size=3, progress=False, gate=False, clamp=False)
     out = resolver(vol)
     axis = 2 if slice_axis is None else slice_axis
     expected_shape = tuple(n if a == axis else 2 * n for a, n in enumerate(SHAPE))
@@ -132,9 +136,9 @@ def test_resolver_clamps_to_input_range() -> None:
     arr = np.zeros((8, 8, 3), dtype=np.float32)
     arr[3:5, 3:5] = 1.0  # a sharp square: bicubic overshoots above 1 and below 0
     vol = Volume(arr, np.diag([1.0, 1.0, 3.0, 1.0]))
-    unclamped = VolumeSuperResolver(_tiny_net(), 2, progress=False, clamp=False)(vol).array
+    unclamped = VolumeSuperResolver(_tiny_net(), 2, progress=False, gate=False, clamp=False)(vol).array
     assert unclamped.max() > 1.0 + 1e-3 and unclamped.min() < -1e-3
-    clamped = VolumeSuperResolver(_tiny_net(), 2, progress=False)(vol).array
+    clamped = VolumeSuperResolver(_tiny_net(), 2, progress=False, gate=False)(vol).array
     assert clamped.min() == 0.0 and clamped.max() == 1.0
     np.testing.assert_allclose(clamped, np.clip(unclamped, 0, 1))
 
@@ -144,7 +148,7 @@ def test_values_follow_the_world_geometry() -> None:
     i = np.arange(SHAPE[0], dtype=np.float32)
     arr = np.broadcast_to((5.0 + i)[:, None, None], SHAPE).copy()
     vol = Volume(arr, oblique_affine())
-    out = VolumeSuperResolver(_tiny_net(), 2, progress=False, clamp=False)(vol)
+    out = VolumeSuperResolver(_tiny_net(), 2, progress=False, gate=False, clamp=False)(vol)
     idx = np.stack(np.meshgrid(*(np.arange(n) for n in out.shape), indexing="ij"), -1).reshape(-1, 3)
     world = out.affine @ np.c_[idx, np.ones(len(idx))].T
     in_index = np.linalg.solve(vol.affine, world)[:3].T.reshape(*out.shape, 3)
@@ -163,7 +167,7 @@ def test_axes_all_upscales_every_axis() -> None:
     j, k = np.arange(shape[1], dtype=np.float32), np.arange(shape[2], dtype=np.float32)
     arr = np.broadcast_to(3.0 + 1.5 * j[None, :, None] + 2.0 * k[None, None, :], shape).copy()
     vol = Volume(arr, oblique_affine())
-    out = VolumeSuperResolver(_tiny_net(), 2, axes="all", progress=False, clamp=False)(vol)
+    out = VolumeSuperResolver(_tiny_net(), 2, axes="all", progress=False, gate=False, clamp=False)(vol)
     assert out.shape == (16, 20, 12)
     np.testing.assert_allclose(out.affine, upscaled_affine(vol.affine, (2, 2, 2)), atol=1e-12)
     np.testing.assert_allclose(out.spacing, SPACING / 2, atol=1e-9)
@@ -178,13 +182,13 @@ def test_axes_all_upscales_every_axis() -> None:
     # symmetric about the samples: a quarter-voxel slip of the block average along axis 1 would bias it by 0.19
     assert abs(error.mean()) < 0.01
     # a constant volume stays constant in every axis
-    const = VolumeSuperResolver(_tiny_net(), 2, axes="all", progress=False)(Volume(np.full((4, 6, 4), 7.0), oblique_affine())).array
+    const = VolumeSuperResolver(_tiny_net(), 2, axes="all", progress=False, gate=False)(Volume(np.full((4, 6, 4), 7.0), oblique_affine())).array
     np.testing.assert_allclose(const, 7.0, rtol=1e-6)
 
 
 def test_resolver_x4_and_bad_arguments() -> None:
     vol = Volume(_smooth_volume((6, 5, 3)), oblique_affine())
-    out = VolumeSuperResolver(_tiny_net(4), 4, progress=False, clamp=False)(vol)
+    out = VolumeSuperResolver(_tiny_net(4), 4, progress=False, gate=False, clamp=False)(vol)
     assert out.shape == (24, 20, 3)
     np.testing.assert_allclose(out.spacing, SPACING / np.array([4, 4, 1]), atol=1e-9)
     ref = F.interpolate(torch.from_numpy(np.moveaxis(vol.array, 2, 0).copy())[:, None], scale_factor=4.0, mode="bicubic", align_corners=False)
