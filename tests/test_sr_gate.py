@@ -59,6 +59,13 @@ def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((a[mask] - b[mask]) ** 2)))
 
 
+class BicubicNetwork(nn.Module):
+    """Plain bicubic x2 (a network that adds nothing)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
+
+
 class BrokenNetwork(nn.Module):
     """Bicubic plus a fixed checkerboard of +-0.3: a deliberately broken x2 network that always loses."""
 
@@ -206,3 +213,17 @@ def test_cli_prints_and_records_the_gate_and_no_gate_turns_it_off(tmp_path, caps
     raw = json.loads(sidecar_path(tmp_path / "raw.nii.gz").read_text(encoding="utf-8"))["record"]["parameters"]["gate"]
     assert raw["enabled"] is False and raw["consistency_after"] is None
     assert proj.residual(read_volume(tmp_path / "raw.nii.gz").array, read_volume(src).array) > 3 * proj.residual(out, read_volume(src).array)
+
+
+def test_projection_is_skipped_when_the_input_does_not_fit_the_degradation_model() -> None:
+    """Uniform noise cannot be a Gaussian-blurred image of anything in its own range: forcing it would add artefacts."""
+    noise = np.random.default_rng(5).random((32, 36, 4)).astype(np.float32)
+    gated = VolumeSuperResolver(BicubicNetwork(), 2, slice_axis=2, progress=False, gate_degradation="gaussian")
+    y, _ = gated.upscale_array(noise, 2)
+    report = gated.last_gate
+    assert report.projection.startswith("skipped") and "projection skipped" in report.summary_line()
+    assert report.consistency_after == pytest.approx(report.consistency_before)
+    assert y.min() >= noise.min() and y.max() <= noise.max()
+    block = VolumeSuperResolver(BicubicNetwork(), 2, slice_axis=2, progress=False, gate_degradation="block")
+    block.upscale_array(noise, 2)
+    assert block.last_gate.projection == "applied" and block.last_gate.consistency_after < 1e-5  # box averages of noise are feasible

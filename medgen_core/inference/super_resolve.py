@@ -23,6 +23,7 @@ from monai.inferers import SlidingWindowInferer
 from medgen_core.inference.generated import GeneratedVolume
 from medgen_core.inference.geometry import upscaled_affine
 from medgen_core.inference.sr_gate import (
+    INFEASIBLE,
     INPLANE_GATE_KINDS,
     ConsistencyProjector,
     GateReport,
@@ -31,6 +32,7 @@ from medgen_core.inference.sr_gate import (
     gate_decision,
     inplane_gate_degradation,
     masked_psnr_np,
+    projection_feasible,
 )
 from medgen_core.io import Volume
 from medgen_core.transforms.resolution_sim import AxisDegradation
@@ -147,28 +149,37 @@ class VolumeSuperResolver:
         """Upscale every plane orthogonal to ``slice_axis`` of ``array`` (normalised intensities), no gate."""
         return np.moveaxis(self._upscale_stack(np.moveaxis(array, slice_axis, 0), desc), 0, slice_axis)
 
-    def _gate_kind(self, planes: np.ndarray, lo: float, hi: float) -> tuple[str, str, dict | None]:
-        """The in-plane degradation model: the variant's own, or (mixed / unknown) the kind whose degradation of the
-        model's output on ``planes`` reproduces them best; returns ``(kind, how it was chosen, residuals)``."""
-        if self.gate_degradation in INPLANE_GATE_KINDS:
-            return str(self.gate_degradation), "variant", None
+    def _gate_kind(self, planes: np.ndarray, lo: float, hi: float) -> tuple[str, str, dict | None, bool]:
+        """The in-plane degradation model: the variant's own, or (mixed / unknown) the kinds ordered by how well their
+        degradation of the model's output on ``planes`` reproduces them; the first whose projection is feasible
+        within the input's range (:func:`~.sr_gate.projection_feasible`) is used. Returns ``(kind, how it was chosen,
+        residuals, feasible)``; when no kind is feasible the projection is skipped."""
         y = self._upscale_stack(planes)
         y = np.clip(y, lo, hi) if self.clamp else y
-        residuals = {k: ConsistencyProjector.from_specs(y.shape, {1: inplane_gate_degradation(k, self.scale),
-                                                                 2: inplane_gate_degradation(k, self.scale)}).residual(y, planes)
-                     for k in INPLANE_GATE_KINDS}
-        return min(residuals, key=residuals.get), f"estimated for the {self.gate_degradation or 'unknown'} variant (least residual)", residuals
+        projectors = {k: ConsistencyProjector.from_specs(y.shape, {1: inplane_gate_degradation(k, self.scale),
+                                                                   2: inplane_gate_degradation(k, self.scale)}) for k in INPLANE_GATE_KINDS}
+        if self.gate_degradation in INPLANE_GATE_KINDS:
+            kind = str(self.gate_degradation)
+            return kind, "variant", None, projection_feasible(projectors[kind], y, planes, lo, hi, self.clamp)
+        residuals = {k: p.residual(y, planes) for k, p in projectors.items()}
+        order = sorted(residuals, key=residuals.get)
+        how = f"estimated for the {self.gate_degradation or 'unknown'} variant (least residual"
+        for rank, kind in enumerate(order):
+            if projection_feasible(projectors[kind], y, planes, lo, hi, self.clamp):
+                return kind, how + (")" if rank == 0 else f" among the feasible; {', '.join(order[:rank])} infeasible)"), residuals, True
+        return order[0], how + "; none feasible)", residuals, False
 
     def self_check(self, stack: np.ndarray, lo: float, hi: float) -> GateReport:
         """The gate's self-check on planes of ``stack`` ``(N, h, w)`` (normalised): pick the degradation model,
         degrade, upscale, compare with the input, choose ``alpha``."""
         s = self.scale
         idx = _check_planes(stack, self.gate_planes)
-        kind, how, residuals = self._gate_kind(stack[idx], lo, hi)
+        kind, how, residuals, feasible = self._gate_kind(stack[idx], lo, hi)
         spec = inplane_gate_degradation(kind, s)
         h, w = stack.shape[1] - stack.shape[1] % s, stack.shape[2] - stack.shape[2] % s
         report = GateReport(True, "model", 1.0, "bicubic", spec.to_dict(), degradation_choice=how,
-                            operator_residuals=residuals, self_check_planes=int(idx.size))
+                            operator_residuals=residuals, self_check_planes=int(idx.size),
+                            projection="applied" if feasible else INFEASIBLE)
         if h < 2 * s or w < 2 * s:
             report.note = f"planes too small for a x{s} self-check ({stack.shape[1]} x {stack.shape[2]}); model kept, consistency projected"
             return report
@@ -211,7 +222,8 @@ class VolumeSuperResolver:
                 y = y + report.alpha * (model - y)
             y = np.clip(y, lo, hi) if self.clamp else y
             sq_before += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
-            y = project.project_within(y, xs, lo, hi) if self.clamp else project.project(y, xs)
+            if report.projection == "applied":
+                y = project.project_within(y, xs, lo, hi) if self.clamp else project.project(y, xs)
             sq_after += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
             sq_x += float(np.sum(xs.astype(np.float64) ** 2))
             out[start : start + len(xs)] = y

@@ -37,7 +37,16 @@ from medgen_core.errors import SuperResolutionError
 from medgen_core.inference.generated import GeneratedVolume
 from medgen_core.inference.geometry import upscaled_affine
 from medgen_core.inference.self_supervised import PlanePairs, adapt_refiner, make_plane_pairs
-from medgen_core.inference.sr_gate import ConsistencyProjector, GateReport, axis_matrix, foreground_mask, gate_decision, masked_psnr_np
+from medgen_core.inference.sr_gate import (
+    FEASIBLE_RATIO,
+    INFEASIBLE,
+    ConsistencyProjector,
+    GateReport,
+    axis_matrix,
+    foreground_mask,
+    gate_decision,
+    masked_psnr_np,
+)
 from medgen_core.io import Volume
 from medgen_core.transforms.resolution_sim import AxisDegradation, interpolate_to_hr
 from medgen_core.utils.progress import progress
@@ -348,4 +357,7 @@ class ThroughPlaneSuperResolver:
             out[:, start : start + 16] = ys
         report.consistency_before = float(np.sqrt(sq_before / max(sq_x, 1e-20)))
         report.consistency_after = float(np.sqrt(sq_after / max(sq_x, 1e-20)))
+        if report.consistency_after > FEASIBLE_RATIO * report.consistency_before:  # the slice profile does not fit this input
+            report.projection, report.consistency_after = INFEASIBLE, report.consistency_before
+            return y
         return np.moveaxis(out, 0, k)
