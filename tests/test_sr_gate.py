@@ -103,10 +103,11 @@ def test_projection_within_range_keeps_both_the_range_and_the_consistency(mni_cr
     lr = _degrade(mni_crop, "block")
     up = np.repeat(np.repeat(lr, 2, 0), 2, 1) + 0.2 * np.random.default_rng(1).standard_normal(mni_crop.shape).astype(np.float32)
     proj = ConsistencyProjector.from_specs(up.shape, {0: spec, 1: spec})
-    out = proj.project_within(up, lr, float(lr.min()), float(lr.max()))
+    out = proj.project_within(up, lr, float(lr.min()), float(lr.max()), iterations=100)
     assert out.min() >= lr.min() and out.max() <= lr.max()
-    assert proj.residual(np.clip(up, lr.min(), lr.max()), lr) > 0.05
-    assert proj.residual(out, lr) < 1e-4
+    before = proj.residual(np.clip(up, lr.min(), lr.max()), lr)
+    assert before > 0.05 and proj.residual(out, lr) < 1e-4  # alternating projections converge to a consistent image in range
+    assert proj.residual(proj.project_within(up, lr, float(lr.min()), float(lr.max())), lr) < 0.02 * before  # the default 10 rounds
 
 
 def test_choose_alpha_recovers_the_best_blend_and_the_decision_thresholds() -> None:
@@ -204,7 +205,7 @@ def test_cli_prints_and_records_the_gate_and_no_gate_turns_it_off(tmp_path, caps
     spec = AxisDegradation(0, 2.0, gate["degradation"]["kind"], gate["degradation"]["width"])
     proj = ConsistencyProjector.from_specs(out.shape, {0: spec, 1: AxisDegradation(1, **{k: v for k, v in gate["degradation"].items()
                                                                                         if k not in ("axis", "operator")})})
-    assert gate["consistency_after"] < 1e-5 < 1e-3 < gate["consistency_before"]
+    assert gate["consistency_after"] < 1e-4 < 1e-3 < gate["consistency_before"]
     # the file: degraded again it is the input, up to the invisible watermark added on writing (PSNR ~50 dB)
     assert proj.residual(out, read_volume(src).array) < 5e-3
 
@@ -226,4 +227,5 @@ def test_projection_is_skipped_when_the_input_does_not_fit_the_degradation_model
     assert y.min() >= noise.min() and y.max() <= noise.max()
     block = VolumeSuperResolver(BicubicNetwork(), 2, slice_axis=2, progress=False, gate_degradation="block")
     block.upscale_array(noise, 2)
-    assert block.last_gate.projection == "applied" and block.last_gate.consistency_after < 1e-5  # box averages of noise are feasible
+    assert block.last_gate.projection == "applied"  # box averages of noise are feasible
+    assert block.last_gate.consistency_after < 0.05 * block.last_gate.consistency_before

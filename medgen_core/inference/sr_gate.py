@@ -12,7 +12,9 @@ output, degraded again, equal the input (:class:`ConsistencyProjector`, separabl
 axes). ``P = D^T (D D^T)^-1`` is the orthogonal (least-change) back-projection: for any image that ``D``
 maps to ``x`` (the truth among them) it never increases the error. The intensity range of the input is
 then enforced by alternating clamp and projection (both convex sets), ending with the clamp, so the
-recorded "consistency residual after" is what is left once the range holds. When the two do not converge
+recorded "consistency residual after" is what is left once the range holds (in-plane: 10 rounds, about 1e-7 where
+the clamp does not bind, 3e-4 (block) to 3e-3 (k-space) on a whole brain where it does, because the input's
+range is tighter than the truth's; through-plane: 50 rounds, about 1e-7). When the two do not converge
 (:func:`projection_feasible`), no image in the input's range degrades to the input under ``D``: the model
 does not fit this input, and the projection is skipped (recorded as such).
 
@@ -83,14 +85,16 @@ def axis_matrix(n_hr: int, spec: AxisDegradation) -> np.ndarray:
     return apply_axis_degradation(eye, spec, dim=0).numpy()
 
 
-def _along(a: np.ndarray, m: np.ndarray, axis: int) -> np.ndarray:
+def _along(a: torch.Tensor, m: torch.Tensor, axis: int) -> torch.Tensor:
     """Apply matrix ``m`` ``(n_out, n_in)`` along ``axis`` of ``a``."""
-    return np.moveaxis(np.tensordot(m, a, axes=([1], [axis])), 0, axis)
+    return torch.movedim(torch.matmul(m, torch.movedim(a, axis, -2)), -2, axis)
 
 
 @dataclass
 class ConsistencyProjector:
     """Separable degradation ``D`` (one matrix per array axis) and its back-projection ``P`` (``D P = I``).
+
+    The matrices are built in float64 and applied in float32 (residuals of about 1e-7 relative).
 
     Args:
         operators: ``{array axis: (n_lr, n_hr) matrix}``.
@@ -100,46 +104,55 @@ class ConsistencyProjector:
     back: dict[int, np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.back = {}
+        self.back, self._d, self._p = {}, {}, {}
         for axis, d in self.operators.items():
             d = np.asarray(d, dtype=np.float64)
             self.operators[axis] = d
             self.back[axis] = d.T @ np.linalg.inv(d @ d.T)  # orthogonal back-projection, D P = I
+            self._d[axis] = torch.from_numpy(d.astype(np.float32))
+            self._p[axis] = torch.from_numpy(self.back[axis].astype(np.float32))
 
     @classmethod
     def from_specs(cls, shape: Sequence[int], specs: dict[int, AxisDegradation]) -> "ConsistencyProjector":
         """Projector for an array of ``shape`` (high resolution) degraded by ``specs`` (array axis -> spec)."""
         return cls({axis: axis_matrix(int(shape[axis]), spec) for axis, spec in specs.items()})
 
+    def _degrade(self, y: torch.Tensor) -> torch.Tensor:
+        for axis, d in self._d.items():
+            y = _along(y, d, axis)
+        return y
+
+    def _project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        r = x - self._degrade(y)
+        for axis, p in self._p.items():
+            r = _along(r, p, axis)
+        return y + r
+
     def degrade(self, y: np.ndarray) -> np.ndarray:
-        out = np.asarray(y, dtype=np.float64)
-        for axis, d in self.operators.items():
-            out = _along(out, d, axis)
-        return out
+        """``D y`` (float32)."""
+        return self._degrade(torch.as_tensor(np.asarray(y, dtype=np.float32))).numpy()
 
     def project(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """``y + P (x - D y)``: the output degraded by ``D`` equals ``x`` (float64 inside, ``y``'s dtype out)."""
-        r = np.asarray(x, dtype=np.float64) - self.degrade(y)
-        for axis, p in self.back.items():
-            r = _along(r, p, axis)
-        return (np.asarray(y, dtype=np.float64) + r).astype(y.dtype)
+        """``y + P (x - D y)``: the output degraded by ``D`` equals ``x`` (float32)."""
+        return self._project(torch.as_tensor(np.asarray(y, dtype=np.float32)), torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy()
 
     def residual(self, y: np.ndarray, x: np.ndarray) -> float:
         """Relative consistency residual ``||x - D y|| / ||x||``."""
         x64 = np.asarray(x, dtype=np.float64)
         return float(np.linalg.norm(x64 - self.degrade(y)) / max(np.linalg.norm(x64), 1e-12))
 
-    def project_within(self, y: np.ndarray, x: np.ndarray, lo: float, hi: float, iterations: int = 50) -> np.ndarray:
-        """Alternate projection and clamp to ``[lo, hi]`` (at most ``iterations`` rounds), ending with the clamp."""
-        out = np.clip(y, lo, hi)
+    def project_within(self, y: np.ndarray, x: np.ndarray, lo: float, hi: float, iterations: int = 10, tol: float = 1e-5) -> np.ndarray:
+        """Alternate projection and clamp to ``[lo, hi]`` (at most ``iterations`` rounds, until the clamp moves no voxel by
+        more than ``tol`` of the range), ending with the clamp."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        out = torch.as_tensor(np.asarray(y, dtype=np.float32)).clamp(lo, hi)
+        limit = tol * max(hi - lo, 1e-12) if np.isfinite(hi - lo) else 0.0
         for _ in range(iterations):
-            projected = self.project(out, x)
-            clamped = np.clip(projected, lo, hi)
-            moved = float(np.abs(clamped - projected).max()) if projected.size else 0.0
-            out = clamped
-            if moved <= 1e-6 * max(abs(hi), abs(lo), 1e-12):
+            projected = self._project(out, xt)
+            out = projected.clamp(lo, hi)
+            if not projected.numel() or float((out - projected).abs().max()) <= limit:
                 break
-        return out
+        return out.numpy()
 
 
 #: Why a projection is skipped.

@@ -221,10 +221,13 @@ class VolumeSuperResolver:
             if model is not None:
                 y = y + report.alpha * (model - y)
             y = np.clip(y, lo, hi) if self.clamp else y
-            sq_before += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
+            before = float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
+            sq_before += before
             if report.projection == "applied":
                 y = project.project_within(y, xs, lo, hi) if self.clamp else project.project(y, xs)
-            sq_after += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
+                sq_after += float(np.sum((xs.astype(np.float64) - project.degrade(y)) ** 2))
+            else:
+                sq_after += before
             sq_x += float(np.sum(xs.astype(np.float64) ** 2))
             out[start : start + len(xs)] = y
         report.consistency_before = float(np.sqrt(sq_before / max(sq_x, 1e-20)))

@@ -351,7 +351,7 @@ class ThroughPlaneSuperResolver:
         for start in range(0, ym.shape[1], 16):
             ys, xs = ym[:, start : start + 16], xm[:, start : start + 16]
             sq_before += float(np.sum((xs.astype(np.float64) - proj.degrade(ys)) ** 2))
-            ys = proj.project_within(ys, xs, lo, hi)
+            ys = proj.project_within(ys, xs, lo, hi, iterations=50)
             sq_after += float(np.sum((xs.astype(np.float64) - proj.degrade(ys)) ** 2))
             sq_x += float(np.sum(xs.astype(np.float64) ** 2))
             out[:, start : start + 16] = ys
