@@ -207,7 +207,7 @@ def main() -> None:
                     results["through_plane"].append(through_plane_cell(name, image, affine, mask, axis, mm, work, args.adapt_seconds))
         results["gate_inplane"] = gate_cells(work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(results, indent=4) + "\n", encoding="utf-8")  # bundle JSON: indent 4 (zoo format check)
     table = markdown(results)
     args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     print(table)
