@@ -261,8 +261,8 @@ def test_cli_upscale_dicom_series_from_dicom_input(tmp_path, capsys) -> None:
     assert result.shape == (48, 40, 3)
     np.testing.assert_allclose(result.affine, upscaled_affine(read_volume(src).affine, (2, 2, 1)), atol=TOL_MM)
     record = read_provenance(out)["sidecar"]["record"]
-    assert record["generator_name"] == "brain_mri_super_resolution" and record["parameters"]["variant"] == "x2_mixed"
-    assert record["weights_sha256"] == SR_METADATA["medgen"]["variants"]["x2_mixed"]["sha256"]
+    assert record["generator_name"] == "brain_mri_super_resolution" and record["parameters"]["variant"] == SR_METADATA["medgen"]["default_variant"]["2"]
+    assert record["weights_sha256"] == SR_METADATA["medgen"]["variants"][SR_METADATA["medgen"]["default_variant"]["2"]]["sha256"]
     assert [(i["role"], Path(i["path"]).name) for i in record["inputs"]] == [("source_image", "src")]
     slices = datasets(out)
     assert len(slices) == 3 and all(ds.SyntheticData == "YES" and ds.PatientName == "ANONYMOUS" for ds in slices)

@@ -68,7 +68,7 @@ def _env() -> dict[str, str]:
 
 
 def test_shipped_weights_match_metadata() -> None:
-    assert "x2_mixed" in VARIANTS
+    assert "x2_mixed" in VARIANTS and METADATA["medgen"]["default_variant"] == {"2": "x2_synthetic", "4": "x4_synthetic"}
     for name, v in VARIANTS.items():
         path = BUNDLE / v["file"]
         assert path.is_file(), name
@@ -93,8 +93,8 @@ def test_monai_bundle_run_writes_intact_provenance(tmp_path, input_file: Path) -
     prov = read_provenance(out)
     embedded = prov["embedded"]
     assert embedded is not None and embedded == prov["sidecar"]["record"]
-    assert embedded["weights_sha256"] == VARIANTS["x2_mixed"]["sha256"]
-    assert embedded["task"] == "super_resolution" and embedded["parameters"]["variant"] == "x2_mixed"
+    assert embedded["weights_sha256"] == VARIANTS["x2_synthetic"]["sha256"]
+    assert embedded["task"] == "super_resolution" and embedded["parameters"]["variant"] == "x2_synthetic"
     assert embedded["inputs"][0]["sha256"] == hashlib.sha256(input_file.read_bytes()).hexdigest()
     assert embedded["output"]["shape"] == [80, 96, 6]
 
@@ -133,7 +133,7 @@ def test_cli_upscale_nifti_with_preview(tmp_path, input_file: Path, capsys) -> N
     code, stdout, stderr = _run_cli(capsys, "upscale", input_file, out, "--scale", "2", "--preview", preview)
     assert code == 0, stderr
     assert out.is_file() and sidecar_path(out).is_file()
-    assert f"wrote {out}" in stdout and "(40, 48, 6) -> (80, 96, 6)" in stdout and "x2_mixed" in stdout
+    assert f"wrote {out}" in stdout and "(40, 48, 6) -> (80, 96, 6)" in stdout and "x2_synthetic" in stdout
     vol = read_volume(out)
     assert vol.shape == (80, 96, 6)
     np.testing.assert_allclose(vol.affine, upscaled_affine(read_volume(input_file).affine, (2, 2, 1)), atol=1e-4)
@@ -236,7 +236,7 @@ def test_cli_refuses_unsupported_output_extension(tmp_path, input_file: Path, ca
 def test_cli_weights_hash_mismatch(tmp_path, input_file: Path, capsys) -> None:
     copy = tmp_path / "bundle_copy"
     shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("eval", "__pycache__"))
-    weights = copy / VARIANTS["x2_mixed"]["file"]
+    weights = copy / VARIANTS["x2_synthetic"]["file"]
     data = bytearray(weights.read_bytes())
     data[len(data) // 3] ^= 0xFF
     weights.write_bytes(bytes(data))

@@ -51,6 +51,8 @@ def bundle_network(bundle_dir: str | Path, variant: str | None = None, device: s
     parser.read_meta(str(info.path / "configs" / "metadata.json"))
     parser.read_config(str(info.config("inference")))
     parser["bundle_root"] = literal(str(info.path))
+    if "variant" in parser.config:
+        parser["variant"] = literal(name)  # a network_def that depends on the variant (e.g. its scale) follows the request
     entry = variants[name]
     network = load_verified_network(parser.get_parsed_content("network_def"), info.path / entry["file"], entry["sha256"], device)
     return network.eval(), parser, {**entry, "name": name}

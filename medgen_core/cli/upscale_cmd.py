@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="input image: .nii/.nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM series folder")
     p.add_argument("output", type=Path, help="output image: .nii, .nii.gz or .nrrd, or a folder with --format dicom (a provenance sidecar is written next to it)")
     p.add_argument("--scale", type=int, default=2, choices=(2, 4), help="upscaling factor (default 2)")
-    p.add_argument("--degradation", default="mixed", choices=("mixed", "gaussian", "block", "kspace"),
-                   help="which model variant: 'mixed' (default, robust to unknown scanners) or one trained for a specific degradation")
+    p.add_argument("--degradation", default=None, choices=("synthetic", "mixed", "gaussian", "block", "kspace"),
+                   help="which model variant: by default the bundle's default model (x2_synthetic / x4_synthetic: any contrast, any "
+                        "degradation); 'mixed' (RRDB trained on the MNI T1) or one trained for a specific degradation")
     p.add_argument("--variant", default=None, help="explicit bundle variant name (overrides --scale/--degradation)")
     p.add_argument("--axes", default="inplane", choices=("inplane", "all", "through"),
                    help="upscale in-plane (default), along all three axes (x scale), or 'through': along the slice axis only, "
@@ -53,9 +54,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def choose_variant(bundle_variants: dict, scale: int, degradation: str, variant: str | None) -> str:
-    """Variant name for the request, with a clear error listing what the bundle ships."""
-    name = variant or f"x{scale}_{degradation}"
+def choose_variant(bundle_variants: dict, scale: int, degradation: str | None, variant: str | None,
+                   defaults: dict | None = None) -> str:
+    """Variant name for the request, with a clear error listing what the bundle ships.
+
+    Without ``variant`` or ``degradation`` it is the bundle's ``medgen.default_variant`` for the scale (``defaults``),
+    else ``x<scale>_synthetic`` if shipped, else ``x<scale>_mixed``.
+    """
+    if variant:
+        name = variant
+    elif degradation:
+        name = f"x{scale}_{degradation}"
+    else:
+        fallback = f"x{scale}_synthetic" if f"x{scale}_synthetic" in bundle_variants else f"x{scale}_mixed"
+        name = (defaults or {}).get(str(scale), fallback)
     if name not in bundle_variants:
         raise BundleError(f"the bundle has no variant {name!r}; shipped variants: {', '.join(sorted(bundle_variants)) or 'none'}.")
     return name
@@ -95,7 +107,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
         plan = plan_through_plane(source, args.slice_axis, args.target_spacing, args.slice_thickness)  # nothing to do, bad values: one line
     bundle = get_bundle(args.bundle)
-    variant = choose_variant(bundle.variants, args.scale, args.degradation, args.variant)
+    variant = choose_variant(bundle.variants, args.scale, args.degradation, args.variant, bundle.metadata.get("medgen", {}).get("default_variant"))
     overrides = {"variant": variant, "axes": args.axes, "slice_axis": args.slice_axis, "batch_size": args.batch_size, "gate": not args.no_gate,
                  "target_spacing": args.target_spacing, "slice_thickness": args.slice_thickness, "adapt_seconds": args.adapt_seconds,
                  **device_override(args.device)}

@@ -84,7 +84,7 @@ def test_output_carries_provenance_attributes_and_ai_name(upscaled):
     assert attrs[pa.AI_GENERATED] == "true"
     assert attrs[pa.GENERATOR] == meta["name"] and attrs[pa.GENERATOR_VERSION] == meta["version"]
     assert attrs[pa.BUNDLE] == f"{meta['name']}@{meta['version']}"
-    assert attrs[pa.WEIGHTS_SHA256] == meta["medgen"]["variants"]["x2_mixed"]["sha256"]
+    assert attrs[pa.WEIGHTS_SHA256] == meta["medgen"]["variants"][meta["medgen"]["default_variant"]["2"]]["sha256"]
     assert attrs[pa.SOURCE_NODE_NAME] == "src" and attrs[pa.SOURCE_NODE_ID] == source.GetID()
     assert attrs[pa.DISCLOSURE] == DISCLOSURE
     assert json.loads(attrs[pa.PARAMETERS])["scale"] == 2

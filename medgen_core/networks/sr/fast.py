@@ -89,8 +89,10 @@ class FastSRNet(nn.Module):
             last = self.upsample.conv_block
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        self.memory_format = (torch.channels_last if spatial_dims == 2 else torch.channels_last_3d) if channels_last else torch.contiguous_format
-        self.to(memory_format=self.memory_format)
+        # 2 / 3: run channels-last (2D / 3D layout); 0: contiguous. An int, so that TorchScript can export the network.
+        self.channels_last_dims: int = spatial_dims if channels_last else 0
+        if channels_last:
+            self.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
 
     def macs_per_lr_pixel(self) -> int:
         """Multiply-adds per low-resolution pixel of every convolution (the bicubic skip and pixel shuffle excluded)."""
@@ -102,7 +104,11 @@ class FastSRNet(nn.Module):
         """Upsample ``x`` ``(B, C_in, *S)`` to ``(B, C_out, *(scale * S))``."""
         if x.dim() != self.spatial_dims + 2:
             raise ValueError("FastSRNet expects a " + str(self.spatial_dims + 2) + "D tensor (B, C, *S), got a " + str(x.dim()) + "D tensor.")
-        feat = self.head(x.contiguous(memory_format=self.memory_format))
+        if self.channels_last_dims == 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+        elif self.channels_last_dims == 3:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        feat = self.head(x)
         out = self.upsample(feat + self.body_tail(self.body(feat))).contiguous()
         if not self.interp_residual:
             return out
