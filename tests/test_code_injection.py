@@ -274,8 +274,9 @@ def test_lab_config_is_inspected(cwd: Path, capsys) -> None:
 
 # -- hole 2: hostile bundles are inspected on every route, before anything runs -------------------------
 def _bundle_copy(dest: Path, name: str = "evil_genseg", edit=None, logging_conf: str | None = None) -> Path:
-    """A copy of the GenSeg bundle renamed ``name``, its inference.json changed by ``edit``."""
-    root = shutil.copytree(GENSEG, dest, ignore=shutil.ignore_patterns("eval", "runs"))
+    """A copy of the GenSeg bundle at ``dest/name`` (a bundle is keyed by its folder name) with ``name`` in its
+    metadata, its inference.json changed by ``edit``."""
+    root = shutil.copytree(GENSEG, dest / name, ignore=shutil.ignore_patterns("eval", "runs"))
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["name"] = name
@@ -340,7 +341,7 @@ def test_inspection_is_cached_by_config_content(cwd: Path, capsys) -> None:
 
     root = _bundle_copy(cwd / "copy")
     (cwd / "user_bundles").mkdir()
-    (cwd / "user_bundles" / "copy").symlink_to(root, target_is_directory=True)
+    (cwd / "user_bundles" / "evil_genseg").symlink_to(root, target_is_directory=True)  # found by its folder name
     sample_volume(cwd / "in.nii.gz")
     code, _, err = _cli(["genseg", "segment", "in.nii.gz", "out.nii.gz", "--bundle", "evil_genseg", "--device", "cpu"], capsys)
     assert code == 0, err
@@ -381,5 +382,5 @@ def test_user_bundle_never_replaces_a_builtin(cwd: Path, capsys) -> None:
     capsys.readouterr()
     info = get_bundle("brain_tissue_genseg")
     warning = capsys.readouterr().err
-    assert info.source == "builtin" and info.path == GENSEG
+    assert info.source == "source" and info.path == GENSEG  # the built-in from the clone's monai_bundles/
     assert len(warning.splitlines()) == 1 and "does not replace it" in warning and str(cwd / "user_bundles" / "brain_tissue_genseg") in warning

@@ -262,4 +262,4 @@ def test_bundle_list(tmp_path, capsys, monkeypatch) -> None:
     code, stdout, _ = _run_cli(capsys, "bundle", "list")
     assert code == 0
     line = next(l for l in stdout.splitlines() if l.startswith("brain_mri_super_resolution"))
-    assert METADATA["version"] in line and "upscale" in line and "builtin" in line
+    assert METADATA["version"] in line and "upscale" in line and line.split()[3] == "source"  # built-in, from the clone

@@ -10,7 +10,7 @@ before MONAI's commands (:func:`~medgen_core.bundles.conformance.run_checks`).
 
 Trust model:
 
-* **Built-in bundles** (a real folder directly inside :func:`~medgen_core.bundles.catalog.builtin_bundle_dir`,
+* **Built-in bundles** (a real folder directly inside a folder of :func:`~medgen_core.bundles.catalog.builtin_bundle_dirs`,
   not a symbolic link, with no link in its ``configs/``) ship with MedGen and are trusted as its code is
   (``MEDGEN_BUILTIN_BUNDLES``, which moves that folder, is trusted configuration like ``PYTHONPATH``).
 * **Everything else** is inspected with :func:`~medgen_core.bundles.config_safety.check_bundle_configs`:
@@ -31,7 +31,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from medgen_core.bundles.catalog import BundleInfo, builtin_bundle_dir, read_metadata
+from medgen_core.bundles.catalog import BundleInfo, builtin_bundle_dirs, read_metadata
 from medgen_core.bundles.config_safety import CODE_SUFFIXES, check_bundle_configs
 from medgen_core.errors import BundleError
 
@@ -43,20 +43,22 @@ _CLEAN: set[str] = set()  # digests of bundle contents that passed the inspectio
 
 
 def is_builtin(root: str | Path) -> bool:
-    """Whether ``root`` is a built-in bundle: a real folder directly inside the built-in bundle folder,
-    not reached through a symbolic link, with no symbolic link among its configs."""
-    builtin = builtin_bundle_dir()
+    """Whether ``root`` is a built-in bundle: a real folder directly inside a built-in bundle folder (the
+    installed package data or the clone's ``monai_bundles/``), not reached through a symbolic link, with no
+    symbolic link among its configs."""
     path = Path(root)
-    if builtin is None or path.is_symlink():
+    if path.is_symlink():
         return False
-    try:
-        real, home = path.resolve(strict=True), builtin.resolve(strict=True)
-    except OSError:
-        return False
-    if real.parent != home or Path(os.path.abspath(path)).parent.resolve() != home or (home / real.name).is_symlink():
-        return False
-    configs = real / "configs"
-    return configs.is_dir() and not any(p.is_symlink() for p in configs.rglob("*"))
+    for _, builtin in builtin_bundle_dirs():
+        try:
+            real, home = path.resolve(strict=True), builtin.resolve(strict=True)
+        except OSError:
+            continue
+        if real.parent != home or Path(os.path.abspath(path)).parent.resolve() != home or (home / real.name).is_symlink():
+            continue
+        configs = real / "configs"
+        return configs.is_dir() and not any(p.is_symlink() for p in configs.rglob("*"))
+    return False
 
 
 def config_digest(root: str | Path) -> str:
@@ -99,7 +101,7 @@ def trusted_at_install(root: str | Path, digest: str) -> bool:
 
     try:
         meta = read_metadata(root)
-        entry = read_zoo_index().get(f"{meta.get('name')}_v{meta.get('version')}", {})
+        entry = read_zoo_index().get(f"{Path(root).resolve().name}_v{meta.get('version')}", {})  # keyed by folder name
     except BundleError:
         return False
     installed = entry.get("installed_path")

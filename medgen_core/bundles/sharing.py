@@ -11,8 +11,11 @@ unpacks to too much (:data:`MAX_UNPACKED_BYTES` in all, :data:`MAX_MEMBER_BYTES`
 compression ratio over :data:`MAX_RATIO`; counted on the bytes actually read, so a member whose
 declared size lies is caught too), whose files do not match the manifest (changed, missing or extra),
 whose weights do not match the sha256s in its metadata, whose name is a built-in bundle's (unless
-``allow_builtin_name``), or (unless ``trust``) whose configs call code outside the allowlisted
-libraries (:mod:`medgen_core.bundles.config_safety`). Packed and installed bundles are recorded in a
+``allow_builtin_name``), whose sha256 differs from the one the caller expects (``expected_sha256``), or
+(unless ``trust``) whose configs call code outside the allowlisted libraries
+(:mod:`medgen_core.bundles.config_safety`) or whose weights' sha256s are recorded nowhere in its metadata
+(Model Zoo bundles record none; they are still loaded with ``weights_only=True``). A bundle is keyed by
+its folder name (the folder inside the archive, or the folder installed); the metadata ``name`` is a label. Packed and installed bundles are recorded in a
 local zoo index, ``<user bundle dir>/model_info.json``, shaped like the MONAI model zoo's
 ``model_info.json``; a bundle installed with ``trust`` has the digest of the configs the user trusted
 recorded there (:mod:`medgen_core.bundles.inspection`). Every ``.pt``/``.pth``/``.safetensors`` file is
@@ -236,13 +239,25 @@ def _bundle_root(staging: Path) -> Path:
     return candidates[0]
 
 
+def _bundle_key(source: Path, root: Path, top: Path, version: str) -> str:
+    """The installed folder name: the source folder's name, the bundle folder inside the archive, or (a zip
+    with the bundle at its root) the archive's name less ``.zip`` and ``_v<version>``."""
+    if source.is_dir():
+        return source.name
+    if root != top:
+        return root.name
+    stem = source.name.removesuffix(".zip")
+    return stem.removesuffix(f"_v{version}") or stem
+
+
 def install_bundle(
     source: str | Path, dest: str | Path | None = None, trust: bool = False, force: bool = False, index_dir: str | Path | None = None,
     allow_builtin_name: bool = False, max_unpacked_bytes: int = MAX_UNPACKED_BYTES, max_member_bytes: int = MAX_MEMBER_BYTES,
+    expected_sha256: str | None = None,
 ) -> BundleInfo:
     """Verify and install a packed bundle (``.zip``) or a bundle folder; return the installed bundle.
 
-    Steps: extract to a temporary folder next to ``dest`` (rejecting unsafe member names and archives
+    Steps: check the archive's sha256 (``expected_sha256``), extract to a temporary folder next to ``dest`` (rejecting unsafe member names and archives
     that unpack to too much), verify every file against ``checksums.sha256`` (required in archives; used
     when a folder has one), verify the weights against the sha256s in the metadata and load each with
     ``weights_only=True`` (tensors only), inspect every config for code outside the
@@ -252,12 +267,15 @@ def install_bundle(
     Args:
         source: ``<name>_v<version>.zip`` or a bundle folder.
         dest: folder of installed bundles (default: :func:`user_bundle_dir`).
-        trust: install even if configs call code outside the allowlisted libraries.
+        trust: install even if configs call code outside the allowlisted libraries, or the weights' sha256s
+            are not recorded in the metadata (a Model Zoo bundle); weights that do not match a recorded sha256
+            are refused all the same.
         force: replace an installed bundle of the same name and version.
         index_dir: folder of the local zoo index (default: ``dest``).
         allow_builtin_name: install a bundle named like a built-in one anyway (the built-in keeps the
             name in every lookup; the installed copy runs by its folder).
         max_unpacked_bytes, max_member_bytes: limits on what an archive may unpack to.
+        expected_sha256: the sha256 the archive must have (e.g. from a zoo index); checked before anything is extracted.
 
     Raises:
         BundleError: any check fails; nothing is installed then.
@@ -265,6 +283,12 @@ def install_bundle(
     source = Path(source).resolve()
     if not source.exists():
         raise BundleError(f"{source}: no such archive or folder.")
+    if expected_sha256 is not None:
+        if source.is_dir():
+            raise BundleError(f"{source}: --sha256 applies to an archive, not a folder.")
+        if (found := sha256_file(source)) != expected_sha256.strip().lower():
+            raise BundleError(f"{source}: sha256 {found} does not match the expected {expected_sha256.strip().lower()}; refusing to install it "
+                              "(a corrupted or different archive).")
     dest_dir = Path(dest or user_bundle_dir())
     dest_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".install-"))
@@ -285,11 +309,13 @@ def install_bundle(
                 raise BundleError(f"{source}: files do not match {MANIFEST_NAME}; refusing to install:\n  " + "\n  ".join(problems))
         root = _bundle_root(top)
         meta = read_metadata(root)
-        name = _safe_name(str(meta.get("name", root.name)), "name")
         version = _safe_name(str(meta.get("version", "")), "version")
+        name = _safe_name(_bundle_key(source, root, top, version), "folder name")
         state, problems = weights_status(root, meta)
-        if state != "OK":
-            raise BundleError(f"{source}: weights cannot be verified against configs/metadata.json ({state}); refusing to install:\n  " + "\n  ".join(problems))
+        if state == "MISMATCH" or (state != "OK" and not trust):
+            hint = " (pass --trust to install a bundle whose weights' sha256s are recorded nowhere, only if you trust its source)" if state != "MISMATCH" else ""
+            raise BundleError(f"{source}: weights cannot be verified against configs/metadata.json ({state}); refusing to install{hint}:\n  "
+                              + "\n  ".join(problems))
         for path in weight_files(root):  # tensors only (weights_only=True): a pickle payload is refused here, never run
             if path.suffix in (".pt", ".pth", ".safetensors"):
                 try:
@@ -304,7 +330,7 @@ def install_bundle(
             )
         if name in builtin_bundle_names() and not allow_builtin_name:
             raise BundleError(f"{source}: bundle {name!r} has the name of a built-in bundle (a default model); refusing to install it. Rename it "
-                              "(metadata 'name'), or pass --allow-builtin-name to install it anyway (the built-in keeps the name; yours runs by its folder).")
+                              "(its folder), or pass --allow-builtin-name to install it anyway (the built-in keeps the name; yours runs by its folder).")
         target = dest_dir / name
         if target.exists():
             installed = read_metadata(target).get("version") if (target / "configs" / "metadata.json").is_file() else None
@@ -324,5 +350,5 @@ def install_bundle(
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     trusted = config_digest(target) if unsafe else None  # the configs the user trusted; any change brings the inspection back
     record_in_index(name, version, checksum, str(source), index_dir or dest_dir, installed_path=str(target), installed_at=now, needed_trust=bool(unsafe),
-                    trusted_config_sha256=trusted)
+                    trusted_config_sha256=trusted, weights_verified=state == "OK", display_name=str(meta.get("name") or name))
     return BundleInfo(name=name, path=target, metadata=read_metadata(target), source="user")

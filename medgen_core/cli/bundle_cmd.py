@@ -1,5 +1,10 @@
 """``medgen bundle list | run | check | pack | install``: the bundles MedGen knows, running, checking and sharing them.
 
+``list`` shows where each bundle came from (``path``, ``env`` = ``MEDGEN_BUNDLE_PATH``, ``user``, ``package``,
+``source``; order and rules in :mod:`medgen_core.bundles.catalog`) and the same-named copies it hides;
+``list --json`` prints ``{"bundles": [{"name", "display_name", "version", "path", "source", "hidden",
+"weights_ok", "metadata"}]}`` (the Slicer module reads it), ``check --json`` a list of ``{"check", "passed", "message"}``.
+
 ``run --set ID VALUE`` values are literals (JSON numbers, booleans, null and arrays of those; anything
 else is a plain string that MONAI never evaluates); ``--set-expression ID VALUE`` is the expert opt-in
 for a ``$`` expression or ``@`` reference, which must pass the config inspection. ``check`` inspects
@@ -10,9 +15,12 @@ the configs before MONAI's commands execute them; ``install`` refuses a built-in
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
-from medgen_core.bundles import discover_bundles, get_bundle, install_bundle, pack_bundle, read_zoo_index, run_bundle_inference, run_checks, weights_status
+from medgen_core.bundles import get_bundle, install_bundle, pack_bundle, read_zoo_index, run_bundle_inference, run_checks, weights_status
+from medgen_core.bundles.catalog import BundleInfo, scan_catalog, search_roots, warn_once
 from medgen_core.bundles.conformance import CHECKS, STATIC_CHECKS
 from medgen_core.bundles.overrides import check_set_values, expert_override, parse_set_value
 from medgen_core.errors import BundleError, MedGenError
@@ -23,7 +31,9 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bundle", help="list, run, check, pack or install MONAI bundles")
     sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
-    ls = sub.add_parser("list", help="list discovered bundles with their weight verification state")
+    ls = sub.add_parser("list", help="list discovered bundles, where each came from, and their weight verification state")
+    ls.add_argument("--json", action="store_true", help='print {"bundles": [{name, display_name, version, path, source, hidden, weights_ok, metadata}]}')
+    ls.add_argument("--bundle", action="append", default=[], metavar="FOLDER", help="also list this bundle folder, first in the lookup order (repeatable)")
     ls.set_defaults(func=_list)
     run = sub.add_parser("run", help="run a bundle's inference config on one file")
     run.add_argument("name", help="bundle name or folder")
@@ -40,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--quick", action="store_true", help="skip the MONAI commands (verify_metadata, verify_net_in_out, ckpt_export, run)")
     check.add_argument("--only", nargs="+", choices=CHECKS, metavar="CHECK", help=f"run only these checks: {', '.join(CHECKS)}")
     check.add_argument("--trust", action="store_true", help="run MONAI's commands even if the config inspection fails (they execute the configs)")
+    check.add_argument("--json", action="store_true", help="print a JSON list of {check, passed, message}")
     check.set_defaults(func=_check)
     pack = sub.add_parser("pack", help="pack a bundle into <name>_v<version>.zip with a checksums.sha256 manifest")
     pack.add_argument("name", help="bundle name or folder")
@@ -47,16 +58,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.set_defaults(func=_pack)
     inst = sub.add_parser("install", help="verify and install a packed bundle (zip) or a bundle folder")
     inst.add_argument("source", type=Path, help="<name>_v<version>.zip or a bundle folder")
-    inst.add_argument("--trust", action="store_true", help="install even if its configs call code outside monai, medgen_core, torch, numpy")
+    inst.add_argument("--trust", action="store_true",
+                      help="install even if its configs call code outside monai, medgen_core, torch, numpy, or its weights' sha256s are recorded nowhere (Model Zoo bundles)")
     inst.add_argument("--force", action="store_true", help="replace an installed bundle of the same version")
     inst.add_argument("--allow-builtin-name", action="store_true",
                       help="install a bundle named like a built-in one (the built-in keeps the name; the copy runs by its folder)")
     inst.add_argument("--dest", type=Path, default=None, help="bundle folder (default: $MEDGEN_BUNDLE_DIR or ~/.medgen/bundles)")
+    inst.add_argument("--sha256", default=None, metavar="HEX", help="refuse the archive unless its sha256 is this (e.g. the checksum in a zoo index)")
     inst.set_defaults(func=_install)
 
 
+def _weights_ok(info: BundleInfo) -> bool | None:
+    """True when every weight file matches its recorded sha256, False on a mismatch, None when unverifiable."""
+    return {"OK": True, "MISMATCH": False}.get(weights_status(info.path, info.metadata)[0])
+
+
+def bundle_record(info: BundleInfo) -> dict[str, Any]:
+    """One entry of ``medgen bundle list --json``."""
+    return {"name": info.name, "display_name": info.display_name, "version": info.version, "path": str(info.path), "source": info.source,
+            "hidden": [str(p) for p in info.hidden], "weights_ok": _weights_ok(info), "metadata": info.metadata}
+
+
 def _list(args: argparse.Namespace) -> int:
-    bundles = discover_bundles()
+    catalog = scan_catalog(args.bundle)
+    warn_once(catalog.problems, always=True)  # broken folders, copies hidden behind a built-in: stderr; the listing goes on
+    bundles = catalog.bundles
+    if args.json:
+        print(json.dumps({"bundles": [bundle_record(b) for b in bundles.values()]}, indent=2))
+        return 0
     index = read_zoo_index()
     if not bundles:
         print("no bundles found")
@@ -69,6 +98,13 @@ def _list(args: argparse.Namespace) -> int:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for row in rows:
             print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + f"  {row[5]}")
+        hidden = [(b, p) for b in bundles.values() for p in b.hidden]
+        if hidden:
+            print("\nhidden (a bundle of the same name comes first in the lookup order):")
+            for b, path in hidden:
+                print(f"  {b.name}: {path} is hidden by the {b.source} bundle at {b.path}")
+    searched = ", ".join(f"{source} {path}" for source, path in search_roots())
+    print(f"\nlookup order: --bundle FOLDER, MEDGEN_BUNDLE_PATH, user, package, source; searched: {searched}")
     installed = {f"{b.name}_v{b.version}" for b in bundles.values()}
     archives = {k: v for k, v in index.items() if k not in installed}
     if archives:
@@ -101,17 +137,26 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     info = get_bundle(args.name)
     names = args.only or (list(STATIC_CHECKS) if args.quick else list(CHECKS))
-    print(f"checking {info.name} {info.version} at {info.path}")
+    if not args.json:
+        print(f"checking {info.name} {info.version} at {info.path}")
     failed = 0
+    records = []
     for result in run_checks(info.path, names, trust=args.trust):
         if result.exempt_reason is not None:
-            print(f"  EXEMPT {result.name}: {result.exempt_reason}")
+            records.append({"check": result.name, "passed": True, "message": f"exempt: {result.exempt_reason}"})
+            if not args.json:
+                print(f"  EXEMPT {result.name}: {result.exempt_reason}")
             continue
-        print(f"  {'PASS' if result.passed else 'FAIL'}   {result.name}")
-        for problem in result.problems:
-            print(f"         - {problem}")
+        records.append({"check": result.name, "passed": result.passed, "message": "; ".join(result.problems)})
+        if not args.json:
+            print(f"  {'PASS' if result.passed else 'FAIL'}   {result.name}")
+            for problem in result.problems:
+                print(f"         - {problem}")
         failed += not result.passed
-    print("zoo-ready" if not failed else f"{failed} check(s) failed")
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print("zoo-ready" if not failed else f"{failed} check(s) failed")
     return 0 if not failed else 1
 
 
@@ -123,6 +168,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    info = install_bundle(args.source, dest=args.dest, trust=args.trust, force=args.force, allow_builtin_name=args.allow_builtin_name)
+    info = install_bundle(args.source, dest=args.dest, trust=args.trust, force=args.force, allow_builtin_name=args.allow_builtin_name,
+                          expected_sha256=args.sha256)
     print(f"installed {info.name} {info.version} at {info.path}")
     return 0

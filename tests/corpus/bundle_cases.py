@@ -93,8 +93,9 @@ CANDIDATE = "candidate_sr"  # not a built-in's name, so only the defect under te
 
 def _install_folder(change, name: str | None = CANDIDATE):
     def build(folder: Path) -> Action:
-        change(folder, copy_sr_bundle("candidate", name))
-        return ["bundle", "install", "candidate"]
+        key = name or SR_BUNDLE  # a bundle is keyed by its folder name (the metadata name is a label)
+        change(folder, copy_sr_bundle(key, name))
+        return ["bundle", "install", key]
 
     return build
 
