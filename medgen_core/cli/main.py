@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "medgen_core.cli.genseg_cmd",
     "medgen_core.cli.lab_cmd",
     "medgen_core.cli.cvae_cmd",
+    "medgen_core.cli.evaluate_cmd",
     "medgen_core.cli.provenance_cmd",
     "medgen_core.cli.bundle_cmd",
 )
