@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Dropout, Norm
 
+from medgen_core.networks.gan.shapes import spatial_sizes_fit
+
 __all__ = ["Pix2PixUNet"]
 
 _NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}
@@ -80,6 +82,7 @@ class Pix2PixUNet(nn.Module):
         if num_downs < 2:
             raise ValueError(f"Pix2PixUNet: num_downs must be >= 2, got {num_downs}.")
         self.spatial_dims, self.num_downs = spatial_dims, num_downs
+        self.size_multiple = 2**num_downs  # an int attribute: in TorchScript ``2**n`` is a float
         mult = [min(2**i, 8) for i in range(num_downs)]  # channel multipliers per level, outermost first
         block = None
         for level in range(num_downs - 1, 0, -1):  # innermost first
@@ -90,7 +93,6 @@ class Pix2PixUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Translate ``x`` ``(B, C_in, *S)``; every spatial size must be divisible by ``2**num_downs``."""
-        factor = 2**self.num_downs
-        if x.dim() != self.spatial_dims + 2 or any(s % factor for s in x.shape[2:]):
-            raise ValueError(f"Pix2PixUNet: expects (B, C, *S) with S divisible by {factor}, got {tuple(x.shape)}.")
+        if not spatial_sizes_fit(x, self.spatial_dims, self.size_multiple, self.size_multiple):
+            raise ValueError(f"Pix2PixUNet: expects (B, C, *S) with S divisible by {self.size_multiple}, got {list(x.shape)}.")
         return self.model(x)

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Norm
 
+from medgen_core.networks.gan.shapes import spatial_sizes_fit
+
 __all__ = ["ResnetGenerator", "ResnetBlock"]
 
 # MONAI's Pad factory has no reflection padding
@@ -42,7 +44,8 @@ class ResnetGenerator(nn.Module):
         in_channels, out_channels: image channels.
         features: channels of the first convolution (ngf, 64 in the paper).
         n_res: residual blocks (9 in the paper for 256x256 images, 6 for 128x128).
-        n_down: stride-2 down-samplings (2 in the paper); sizes must be divisible by ``2**n_down``.
+        n_down: stride-2 down-samplings (2 in the paper); sizes must be divisible by ``2**n_down`` and at least
+            ``max(4, 2 * 2**n_down)`` (8 for ``n_down=2``): the bottleneck needs 2 or more values per axis.
         dropout: dropout inside residual blocks (paper: none).
 
     Shapes:
@@ -75,9 +78,14 @@ class ResnetGenerator(nn.Module):
         layers += [pad(3), conv(ch, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.spatial_dims, self.n_down = spatial_dims, n_down
+        # InstanceNorm needs more than one value per channel and the residual blocks' reflection padding of 1
+        # needs 2 or more at the bottleneck; the 7x7 reflection padding of 3 needs 4 or more at full size
+        self.size_multiple = 2**n_down
+        self.min_size = max(4, 2 * 2**n_down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.n_down
-        if x.dim() != self.spatial_dims + 2 or any(s % factor for s in x.shape[2:]):
-            raise ValueError(f"ResnetGenerator: expects (B, C, *S) with S divisible by {factor}, got {tuple(x.shape)}.")
+        """Translate ``x`` ``(B, C_in, *S)``: every size a multiple of ``2**n_down`` and at least :attr:`min_size`."""
+        if not spatial_sizes_fit(x, self.spatial_dims, self.size_multiple, self.min_size):
+            raise ValueError(f"ResnetGenerator: expects (B, C, *S) with S divisible by {self.size_multiple} and at least {self.min_size}, "
+                             f"got {list(x.shape)}.")
         return self.model(x)
