@@ -47,6 +47,8 @@ BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_supe
 #: Seed of the contrast-randomised test draws (training streams use the run seed and its offsets, small integers).
 HELD_OUT_SEED = 20_250_915
 BANDWIDTH = 0.6
+#: Suffix of the candidate "default variant with its never-worse gate" (the full upscaler, as the CLI runs it).
+GATED = "+gate"
 FAST_SPEC = {"architecture": "fast", "num_feat": 48, "num_block": 4}
 
 
@@ -70,6 +72,23 @@ def load_checkpoint_model(path: Path, scale: int) -> torch.nn.Module:
 def model_fn(net: torch.nn.Module, norm: float):
     """The inference normalisation: divide by the volume's 99.9th percentile, upscale, multiply back."""
     return lambda lr: net(lr / norm) * norm
+
+
+def gated_fn(net: torch.nn.Module, scale: int, reports: list | None = None):
+    """The full upscaler with the never-worse gate on the stack ``lr`` ``(N, 1, h, w)`` taken as one volume (slices on
+    the last axis): its own normalisation, self-check, blend / fallback, consistency projection and clamp."""
+    from medgen_core.inference import VolumeSuperResolver
+    from medgen_core.io import Volume
+
+    def run(lr: torch.Tensor) -> torch.Tensor:
+        vol = Volume(array=lr[:, 0].permute(1, 2, 0).numpy().copy(), affine=np.eye(4), path=None, format="nifti")
+        resolver = VolumeSuperResolver(net, scale, slice_axis=2, gate=True, gate_degradation="synthetic", progress=False)
+        out = resolver(vol)
+        if reports is not None:
+            reports.append(resolver.last_gate.to_dict())
+        return torch.from_numpy(np.asarray(out.array, dtype=np.float32)).permute(2, 0, 1)[:, None]
+
+    return run
 
 
 def dipy_foreground(vol: np.ndarray) -> np.ndarray:
@@ -186,7 +205,13 @@ def evaluate_candidates(nets: dict, candidates: dict[int, list[str]], sets: list
             for degradation in DEGRADATIONS:
                 row = {"scale": scale, "test_set": name, "degradation": degradation}
                 for i, model in enumerate(models):
-                    r = evaluate_sr(hr, mask, scale, degradation, model_fn(nets[model], norm), filters[(scale, degradation)] if i == 0 else None)
+                    reports: list = []
+                    fn = gated_fn(nets[model[: -len(GATED)]], scale, reports) if model.endswith(GATED) else model_fn(nets[model], norm)
+                    r = evaluate_sr(hr, mask, scale, degradation, fn, filters[(scale, degradation)] if i == 0 else None)
+                    if reports:
+                        g = reports[-1]
+                        row[f"{model}_gate"] = {"decision": g["decision"], "alpha": g["alpha"], "degradation": g["degradation"].get("kind"),
+                                                "projection": g["projection"].split(":")[0]}
                     if i == 0:
                         row.update(bicubic_psnr=r["bicubic"]["psnr"], bicubic_ssim=r["bicubic"]["ssim"],
                                    linear_filter_psnr=r["linear_filter"]["psnr"], linear_filter_ssim=r["linear_filter"]["ssim"])
@@ -213,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         name, path = spec.split("=", 1)
         scale = int(re.match(r"x(\d+)_", name).group(1))
         nets[name], variants[name] = load_checkpoint_model(Path(path), scale), {"scale": scale, "file": path}
-    candidates = {s: [n for n in (f"x{s}_mixed", f"x{s}_synthetic") if n in nets] for s in (2, 4)}
+    candidates = {s: [n for n in (f"x{s}_mixed", f"x{s}_synthetic") if n in nets] + ([defaults[str(s)] + GATED] if defaults.get(str(s)) in nets else [])
+                  for s in (2, 4)}
     candidates = {s: m for s, m in candidates.items() if m}
 
     results: dict = {"protocol": {
@@ -255,7 +281,9 @@ def _candidate_table(rows: list[dict], candidates: dict[int, list[str]]) -> list
         cells = []
         for k in kinds:
             name = f"x{r['scale']}_{k}"
-            cells.append(f"{r[name + '_psnr']:.2f} / {r[name + '_ssim']:.4f} ({r[name + '_psnr'] - r['bicubic_psnr']:+.2f} dB)"
+            gate = r.get(name + "_gate")
+            note = f"; {gate['decision']}, D={gate['degradation']}" + ("" if gate["projection"] == "applied" else ", no projection") if gate else ""
+            cells.append(f"{r[name + '_psnr']:.2f} / {r[name + '_ssim']:.4f} ({r[name + '_psnr'] - r['bicubic_psnr']:+.2f} dB{note})"
                          if name + "_psnr" in r else "-")
         out.append(f"| x{r['scale']} | {r['test_set']} | {r['degradation']} | {r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
                    f"{r['linear_filter_psnr']:.2f} / {r['linear_filter_ssim']:.4f} | " + " | ".join(cells) + " |")
@@ -266,9 +294,10 @@ def write_table(results: dict, candidates: dict[int, list[str]]) -> None:
     lines = ["<!-- results:start -->", "Produced by `python scripts/evaluate_super_resolution.py` (numbers also in `docs/results.json`).", ""]
     if "mni152_heldout" in results:
         lines += ["**In-domain: MNI152 held-out slab (brain foreground)**", "", *_table(results["mni152_heldout"]), ""]
-    lines += ["**Default candidates in and out of domain** (`x*_mixed`: RRDB trained on the MNI T1; `x*_synthetic`: FastSRNet trained on "
-              "the synthetic generator; plain network output, no gate; the linear filter is fitted on MNI training slices for the exact "
-              "degradation of the row, which no model is told). Test sets:", "",
+    lines += ["**The default model in and out of domain** (`x*_mixed`: RRDB trained on the MNI T1; `x*_synthetic`: the default, "
+              "FastSRNet trained on the synthetic generator, plain network output; `x*_synthetic+gate`: the default as `medgen upscale` "
+              "runs it, with the never-worse gate (decision and the degradation model it estimated in brackets); the linear filter is "
+              "fitted on MNI training slices for the exact degradation of the row, which no model is told). Test sets:", "",
               *[f"- `{k}`: {v}" for k, v in TEST_SET_TEXT.items()], "", *_candidate_table(results["default_candidates"], candidates),
               "<!-- results:end -->"]
     readme = BUNDLE / "docs" / "README.md"

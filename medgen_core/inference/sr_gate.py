@@ -48,6 +48,7 @@ __all__ = [
     "foreground_mask",
     "gate_decision",
     "INPLANE_GATE_KINDS",
+    "ESTIMATE_MARGIN",
     "inplane_gate_degradation",
     "masked_psnr_np",
     "projection_feasible",
@@ -59,6 +60,11 @@ logger = logging.getLogger(__name__)
 ALPHA_KEEP, ALPHA_FALLBACK = 0.95, 0.05
 #: Foreground: normalised intensity above this fraction of the volume's 99.9th percentile.
 FOREGROUND_FRACTION = 0.1
+#: Estimated degradation models whose consistency residual is at most 1 / ESTIMATE_MARGIN times the least one
+#: are "about as consistent"; the gate then picks among them by the self-check. 1.0 = the least residual alone:
+#: on synthetic calibration stacks (``scripts/calibrate_sr_gate.py``) every margin below 1 picked the true kind
+#: less often (the self-check favours k-space on block-averaged inputs).
+ESTIMATE_MARGIN = 1.0
 
 
 #: In-plane degradation models the gate knows (those the variants are trained with).

@@ -23,6 +23,7 @@ from monai.inferers import SlidingWindowInferer
 from medgen_core.inference.generated import GeneratedVolume
 from medgen_core.inference.geometry import upscaled_affine
 from medgen_core.inference.sr_gate import (
+    ESTIMATE_MARGIN,
     INFEASIBLE,
     INPLANE_GATE_KINDS,
     ConsistencyProjector,
@@ -149,52 +150,70 @@ class VolumeSuperResolver:
         """Upscale every plane orthogonal to ``slice_axis`` of ``array`` (normalised intensities), no gate."""
         return np.moveaxis(self._upscale_stack(np.moveaxis(array, slice_axis, 0), desc), 0, slice_axis)
 
-    def _gate_kind(self, planes: np.ndarray, lo: float, hi: float) -> tuple[str, str, dict | None, bool]:
-        """The in-plane degradation model: the variant's own, or (mixed / unknown) the kinds ordered by how well their
-        degradation of the model's output on ``planes`` reproduces them; the first whose projection is feasible
-        within the input's range (:func:`~.sr_gate.projection_feasible`) is used. Returns ``(kind, how it was chosen,
-        residuals, feasible)``; when no kind is feasible the projection is skipped."""
+    def _gate_kinds(self, planes: np.ndarray, lo: float, hi: float) -> tuple[list[str], str, dict | None, bool]:
+        """The candidate in-plane degradation models: the variant's own, or (mixed / unknown) the feasible kinds
+        (:func:`~.sr_gate.projection_feasible`) whose consistency residual ``||x - D m(x)|| / ||x||`` on ``planes`` is
+        within :data:`~.sr_gate.ESTIMATE_MARGIN` of the least one, least first. Returns ``(candidates, how they were
+        chosen, residuals, feasible)``; when no kind is feasible the projection is skipped."""
         y = self._upscale_stack(planes)
         y = np.clip(y, lo, hi) if self.clamp else y
         projectors = {k: ConsistencyProjector.from_specs(y.shape, {1: inplane_gate_degradation(k, self.scale),
                                                                    2: inplane_gate_degradation(k, self.scale)}) for k in INPLANE_GATE_KINDS}
         if self.gate_degradation in INPLANE_GATE_KINDS:
             kind = str(self.gate_degradation)
-            return kind, "variant", None, projection_feasible(projectors[kind], y, planes, lo, hi, self.clamp)
+            return [kind], "variant", None, projection_feasible(projectors[kind], y, planes, lo, hi, self.clamp)
         residuals = {k: p.residual(y, planes) for k, p in projectors.items()}
         order = sorted(residuals, key=residuals.get)
         how = f"estimated for the {self.gate_degradation or 'unknown'} variant (least residual"
-        for rank, kind in enumerate(order):
-            if projection_feasible(projectors[kind], y, planes, lo, hi, self.clamp):
-                return kind, how + (")" if rank == 0 else f" among the feasible; {', '.join(order[:rank])} infeasible)"), residuals, True
-        return order[0], how + "; none feasible)", residuals, False
+        feasible = [k for k in order if projection_feasible(projectors[k], y, planes, lo, hi, self.clamp)]
+        if not feasible:
+            return [order[0]], how + "; none feasible)", residuals, False
+        infeasible = [k for k in order[: order.index(feasible[0])]]
+        how += (")" if not infeasible else f" among the feasible; {', '.join(infeasible)} infeasible)")
+        close = [k for k in feasible if residuals[k] * ESTIMATE_MARGIN <= residuals[feasible[0]]]
+        return close, how, residuals, True
+
+    def _check_kind(self, hr: np.ndarray, kind: str, lo: float, hi: float) -> dict:
+        """Self-check of one degradation model on the planes ``hr`` ``(N, h, w)``: degrade, upscale by the model and
+        by bicubic, blend weight and PSNRs (model, baseline, gated) in the foreground."""
+        spec = inplane_gate_degradation(kind, self.scale)
+        check = ConsistencyProjector.from_specs(hr.shape, {1: spec, 2: spec})
+        lr = check.degrade(hr).astype(np.float32)
+        model, base = self._upscale_stack(lr), _bicubic_stack(lr, self.scale)
+        mask = foreground_mask(hr)
+        decision, alpha = gate_decision(choose_alpha(hr, base, model, mask, project=lambda y: check.project(y, lr)))
+        gated = base + alpha * (model - base)
+        gated = check.project_within(gated, lr, lo, hi) if self.clamp else check.project(gated, lr)
+        return {"spec": spec, "decision": decision, "alpha": alpha,
+                "psnr_model": masked_psnr_np(np.clip(model, lo, hi) if self.clamp else model, hr, mask),
+                "psnr_baseline": masked_psnr_np(np.clip(base, lo, hi) if self.clamp else base, hr, mask),
+                "psnr_gated": masked_psnr_np(gated, hr, mask)}
 
     def self_check(self, stack: np.ndarray, lo: float, hi: float) -> GateReport:
         """The gate's self-check on planes of ``stack`` ``(N, h, w)`` (normalised): pick the degradation model,
-        degrade, upscale, compare with the input, choose ``alpha``."""
+        degrade, upscale, compare with the input, choose ``alpha``. When several estimated models are about as
+        consistent (within :data:`~.sr_gate.ESTIMATE_MARGIN`), the one with the best gated self-check is used."""
         s = self.scale
         idx = _check_planes(stack, self.gate_planes)
-        kind, how, residuals, feasible = self._gate_kind(stack[idx], lo, hi)
-        spec = inplane_gate_degradation(kind, s)
+        kinds, how, residuals, feasible = self._gate_kinds(stack[idx], lo, hi)
         h, w = stack.shape[1] - stack.shape[1] % s, stack.shape[2] - stack.shape[2] % s
-        report = GateReport(True, "model", 1.0, "bicubic", spec.to_dict(), degradation_choice=how,
+        report = GateReport(True, "model", 1.0, "bicubic", inplane_gate_degradation(kinds[0], s).to_dict(), degradation_choice=how,
                             operator_residuals=residuals, self_check_planes=int(idx.size),
                             projection="applied" if feasible else INFEASIBLE)
         if h < 2 * s or w < 2 * s:
             report.note = f"planes too small for a x{s} self-check ({stack.shape[1]} x {stack.shape[2]}); model kept, consistency projected"
             return report
         hr = stack[idx, :h, :w].astype(np.float32)
-        check = ConsistencyProjector.from_specs(hr.shape, {1: spec, 2: spec})
-        lr = check.degrade(hr).astype(np.float32)
-        model, base = self._upscale_stack(lr), _bicubic_stack(lr, s)
-        mask = foreground_mask(hr)
-        alpha = choose_alpha(hr, base, model, mask, project=lambda y: check.project(y, lr))
-        report.decision, report.alpha = gate_decision(alpha)
-        gated = base + report.alpha * (model - base)
-        gated = check.project_within(gated, lr, lo, hi) if self.clamp else check.project(gated, lr)
-        report.psnr_model = masked_psnr_np(np.clip(model, lo, hi) if self.clamp else model, hr, mask)
-        report.psnr_baseline = masked_psnr_np(np.clip(base, lo, hi) if self.clamp else base, hr, mask)
-        report.psnr_gated = masked_psnr_np(gated, hr, mask)
+        checks = {k: self._check_kind(hr, k, lo, hi) for k in kinds}
+        kind = max(kinds, key=lambda k: checks[k]["psnr_gated"])
+        if len(kinds) > 1:
+            report.degradation_choice = how[:-1] + (f"; {', '.join(kinds)} within {1 / ESTIMATE_MARGIN - 1:.0%} of the least residual, "
+                                                    f"{kind} has the best self-check: " + ", ".join(
+                                                        f"{k} {checks[k]['psnr_gated']:.2f} dB" for k in kinds) + ")")
+        c = checks[kind]
+        report.degradation = c["spec"].to_dict()
+        report.decision, report.alpha = c["decision"], c["alpha"]
+        report.psnr_model, report.psnr_baseline, report.psnr_gated = c["psnr_model"], c["psnr_baseline"], c["psnr_gated"]
         return report
 
     def _gated_inplane(self, x: np.ndarray, slice_axis: int, lo: float, hi: float) -> np.ndarray:
