@@ -1,44 +1,47 @@
 """Entry point of the ``medgen`` console script.
 
-Every sub-command module exposes ``register(subparsers)`` which adds its parser and sets
-``func(args) -> int``. Errors that users can fix (bad input files, bad bundles) are raised as
-:class:`medgen_core.errors.MedGenError` and printed as one clear line, with exit code 2; so are bad
-command-line values (argparse's usage errors, also one line, also exit code 2).
+Every sub-command module exposes ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
+Start-up is lazy: only the module of the command being run is imported (``medgen --help`` and ``medgen CMD --help``
+import no torch, MONAI or diffusers of their own); the other commands appear in ``medgen --help`` through the
+one-line help in :data:`COMMANDS`, which a test keeps equal to each module's own.
+
+Errors end a run with one ``medgen: error: ...`` line on stderr (``--debug``: after the full traceback) and the
+exit codes of :mod:`medgen_core.cli._common`: 2 for a bad command line (argparse's usage errors included) or bad
+input (:class:`medgen_core.errors.MedGenError`, also when a library wrapped one), 70 for anything unexpected.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
-import re
 import sys
+from collections.abc import Iterable, Sequence
 from typing import NoReturn
 
 from medgen_core import __version__
-from medgen_core.errors import MedGenError
+from medgen_core.cli._common import EXIT_CODES_HELP, EXIT_USER, one_line, report_error
 
-__all__ = ["build_parser", "main", "one_line"]
+__all__ = ["COMMANDS", "build_parser", "main", "one_line"]
 
-# Sub-command modules, in the order they appear in ``medgen --help``.
-COMMAND_MODULES = (
-    "medgen_core.cli.demo_cmd",
-    "medgen_core.cli.upscale_cmd",
-    "medgen_core.cli.translate_cmd",
-    "medgen_core.cli.augment_cmd",
-    "medgen_core.cli.genseg_cmd",
-    "medgen_core.cli.lab_cmd",
-    "medgen_core.cli.cvae_cmd",
-    "medgen_core.cli.evaluate_cmd",
-    "medgen_core.cli.provenance_cmd",
-    "medgen_core.cli.bundle_cmd",
-)
+#: Sub-commands in the order of ``medgen --help``: name -> (module, one-line help, exactly as the module registers it).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("medgen_core.cli.demo_cmd", "run super-resolution on the shipped MNI152 sample and report PSNR/SSIM"),
+    "upscale": ("medgen_core.cli.upscale_cmd", "super-resolve a volume (in-plane by default)"),
+    "translate": ("medgen_core.cli.translate_cmd", "translate a volume to another contrast (Pix2Pix / CycleGAN bundles)"),
+    "augment": ("medgen_core.cli.augment_cmd", "generate synthetic training data (datasets, variants of a volume)"),
+    "genseg": ("medgen_core.cli.genseg_cmd", "GenSeg: benchmark (9 labelled slices, 5 methods) and tissue segmentation"),
+    "lab": ("medgen_core.cli.lab_cmd", "latent-space lab: bottleneck sweep, interpolation, encoder/decoder mixing, restoration"),
+    "cvae": ("medgen_core.cli.cvae_cmd", "signal CVAE (ABR): simulate data, train, sample (joint / legacy), evaluate"),
+    "evaluate": ("medgen_core.cli.evaluate_cmd", "evaluate generated images (realism suite)"),
+    "provenance": ("medgen_core.cli.provenance_cmd", "show or verify the AI-generation record of a file"),
+    "bundle": ("medgen_core.cli.bundle_cmd", "list, run, check, pack or install MONAI bundles"),
+}
+#: The command modules (kept for readers of the old name).
+COMMAND_MODULES = tuple(module for module, _ in COMMANDS.values())
 
-
-def one_line(message: object) -> str:
-    """``message`` on one line: its non-empty lines joined with ``; `` (library messages may span lines)."""
-    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
-    return re.sub(r":\s*;\s*", ": ", "; ".join(parts))
+_DEBUG = "--debug"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,41 +50,69 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("medgen").strip()
         where = f"{command}: " if command else ""
-        self.exit(2, f"medgen: error: {where}{one_line(message)} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USER, f"medgen: error: {where}{one_line(message)} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="medgen", description="Generative models for medical volumes.")
+def _available(module: str) -> bool:
+    """Whether the command module exists (found without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``medgen`` parser. ``full``: the commands to register in full (their module is imported); the others get
+    a placeholder that only carries their one-line help. ``None`` (the default): every command in full."""
+    selected = set(COMMANDS if full is None else full)
+    parser = OneLineParser(prog="medgen", description="Generative models for medical volumes.", epilog=EXIT_CODES_HELP)
     parser.add_argument("--version", action="version", version=f"medgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(_DEBUG, action="store_true", help="on an error, print the full traceback before the one-line message "
+                                                          "(also accepted after the command)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name not in selected:
+            if _available(module_name):
+                subparsers.add_parser(name, help=help_text, add_help=False)
+            continue
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name != name:
+            if err.name != module_name:
                 raise  # the module exists but one of its own imports is missing: a real error
-            logging.getLogger(__name__).debug("sub-command module %s not available; skipped", name)
+            logging.getLogger(__name__).debug("sub-command module %s not available; skipped", module_name)
             continue
         module.register(subparsers)
     return parser
 
 
+def _split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug`` (anywhere before a ``--``), and whether it was there."""
+    end = list(argv).index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != _DEBUG]
+    return head + list(argv[end:]), len(head) < end
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv``: its first word that is not an option (medgen's own options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv, debug = _split_debug(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    where = f"medgen {command}" if command in COMMANDS else "medgen"
+    try:
+        parser = build_parser([command] if command in COMMANDS else [])
+    except (Exception, KeyboardInterrupt) as err:  # a command module that cannot be imported (missing package)
+        return report_error(err, debug=debug, command=where)
+    args = parser.parse_args(argv)  # --help, --version and usage errors exit here (usage errors: one line, code 2)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
         return int(args.func(args) or 0)
-    except MedGenError as err:
-        print(f"medgen: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("medgen: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as err:
+        return report_error(err, debug=debug, command=where)
 
 
 if __name__ == "__main__":  # pragma: no cover
