@@ -2,7 +2,8 @@
 
 The widget only wires the GUI; :class:`MedGenLogic` is a thin layer over ``MedGenLib`` (command building,
 child process, scene import/export, provenance attributes), which is tested outside Slicer with
-``slicer-core``. MedGen itself runs in a separate process (``medgen`` CLI) and is installed on first use.
+``slicer-core``. MedGen itself runs in a separate process (``medgen`` CLI; the bundle list comes from
+``medgen bundle list --json``), never in Slicer's Python, and is installed on first use after asking once.
 """
 
 import importlib
@@ -22,9 +23,18 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from MedGenLib import scene_io
-from MedGenLib.catalog import bundle_for, bundles_by_action, find_choice
+from MedGenLib.catalog import bundle_for, bundles_by_action, find_choice, list_bundles, list_bundles_in_background
 from MedGenLib.commands import ACTIONS, Device, detect_cuda_gpus, device_advice
-from MedGenLib.dependencies import install_dependencies, missing_distributions
+from MedGenLib.dependencies import (
+    execute_plan,
+    find_bundled_wheel,
+    install_torch_with_extension,
+    installed_versions,
+    missing_distributions,
+    plan_install,
+    pytorch_extension_available,
+    requirement_lines,
+)
 from MedGenLib.jobs import GenerationJob, JobOptions
 from MedGenLib.process import State
 from MedGenLib.progress import ErrorEvent, LogEvent, ProgressEvent, StateEvent
@@ -81,6 +91,7 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic, self._parameterNode, self._parameterNodeGuiTag = None, None, None
         self._job, self._runningAction, self._gpus, self._installFirst = None, None, None, True
         self._catalog = {action: [] for action in ACTIONS}
+        self._catalogFuture = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -94,6 +105,9 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.connect("timeout()", self._onTimer)
+        self._catalogTimer = qt.QTimer()
+        self._catalogTimer.setInterval(200)
+        self._catalogTimer.connect("timeout()", self._onCatalogTimer)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         for action, button in self._buttons.items():
@@ -108,6 +122,7 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshBundles(install=False)
 
     def cleanup(self) -> None:
+        self._catalogTimer.stop()
         self.cleanupJob()
         self.removeObservers()
 
@@ -159,19 +174,70 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
-    # -- bundle lists ----------------------------------------------------------------------------
+    # -- installing MedGen and listing its bundles ------------------------------------------------
+    def installMedGen(self) -> bool:
+        """Ask once (the plan's steps), then install with a progress dialog; True when MedGen is there."""
+        plan = self.logic.installPlan()
+        if not plan.needed:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(plan.summary(), windowTitle=_("Install MedGen")):
+            return False
+        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), maximum=len(plan.steps),
+                                                  windowTitle=_("Installing MedGen"), labelText=_("Preparing..."))
+        try:
+            dialog.setCancelButton(None)  # pip cannot be interrupted safely
+        except (AttributeError, TypeError, ValueError):
+            pass
+
+        def onProgress(done: int, total: int, message: str) -> None:
+            dialog.labelText, dialog.maximum, dialog.value = message, max(total, 1), done
+            slicer.app.processEvents()
+
+        result = None
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Failed to install MedGen."), waitCursor=True):
+                result = self.logic.installMedGen(plan, onProgress)
+        finally:
+            dialog.close()
+        if result is None:
+            return False
+        if result.restart_recommended and slicer.util.confirmYesNoDisplay(
+                _("Packages that Slicer had already loaded were updated. Restart Slicer now to use them?")):
+            slicer.util.restart()
+        return True
+
     def refreshBundles(self, install: bool = False) -> None:
-        """Fill the bundle chooser, grouped by action (needs MedGen; installs it first when ``install``)."""
+        """Fill the bundle chooser from ``medgen bundle list --json`` (in the background); installs MedGen first when ``install``."""
         self._catalog = {action: [] for action in ACTIONS}
-        if install and self.logic.missingDependencies():
-            with slicer.util.tryWithErrorDisplay(_("Failed to install MedGen's Python packages."), waitCursor=True):
-                self.logic.ensureDependencies(askConfirmation=True)
-        self._installFirst = bool(self.logic.missingDependencies())
+        self.logic.medgenExecutable = self.ui.medgenExecutableLineEdit.text.strip() or None
+        if install and self.logic.needsInstall():
+            self.installMedGen()
+        self._installFirst = self.logic.needsInstall()
         if self._installFirst:
             self.ui.statusLabel.text = _("MedGen is not installed yet: press a button or 'Install dependencies'.")
-        else:
-            with slicer.util.tryWithErrorDisplay(_("Failed to list MedGen bundles."), waitCursor=True):
-                self._catalog = self.logic.bundlesByAction(refresh=True)
+            self._fillBundleComboBox()
+            return
+        self.ui.statusLabel.text = _("Listing MedGen bundles...")
+        self._catalogFuture = self.logic.startBundleListing()
+        self._catalogTimer.start()
+        self._fillBundleComboBox()
+
+    def _onCatalogTimer(self) -> None:
+        future = self._catalogFuture
+        if future is None or not future.done():
+            return
+        self._catalogTimer.stop()
+        self._catalogFuture = None
+        try:
+            self._catalog = self.logic.bundlesFromListing(future)
+            count = sum(len(choices) for choices in self._catalog.values())
+            self.ui.statusLabel.text = _("{count} MedGen bundles found.").format(count=count)
+        except Exception as err:  # noqa: BLE001 - shown in the panel, one line
+            self.ui.statusLabel.text = _("Failed to list MedGen bundles: {error}").format(error=err)
+            logger.error("Failed to list MedGen bundles: %s", err)
+        self._fillBundleComboBox()
+
+    def _fillBundleComboBox(self) -> None:
         combo = self.ui.bundleComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
@@ -185,7 +251,7 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 pass
             for choice in self._catalog[action]:
                 combo.addItem(choice.label, choice.name)
-                combo.setItemData(combo.count - 1, choice.task, qt.Qt.ToolTipRole)
+                combo.setItemData(combo.count - 1, f"{choice.task} ({choice.source}: {choice.path})", qt.Qt.ToolTipRole)
         combo.blockSignals(wasBlocked)
         selected = self._parameterNode.bundle if self._parameterNode else ""
         index = combo.findData(selected) if selected else -1
@@ -235,10 +301,11 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 button.enabled, button.toolTip = False, _("Select an input volume.")
             elif self._installFirst:
                 button.enabled, button.toolTip = True, _("MedGen's Python packages will be installed first.")
-            elif bundle is None or not bundle.trained:
+            elif bundle is None or not bundle.runnable:
                 button.enabled = False
                 button.toolTip = (_("No {action} bundle is installed.").format(action=action) if bundle is None
-                                  else _("Bundle {name} has no trained weights yet.").format(name=bundle.name))
+                                  else _("Bundle {name} has no trained weights yet.").format(name=bundle.name) if not bundle.trained
+                                  else _("The weights of bundle {name} are missing or changed (see 'medgen bundle list').").format(name=bundle.name))
             elif action == "upscale" and p.upscaleAxes != "through" and p.scale not in bundle.scales:
                 button.enabled = False
                 button.toolTip = _("Bundle {name} has no x{scale} model.").format(name=bundle.name, scale=p.scale)
@@ -251,13 +318,15 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling...")
             self._job.cancel(wait=False)  # the timer picks up the Cancelled state
             return
+        self.logic.medgenExecutable = self.ui.medgenExecutableLineEdit.text.strip() or None
+        if self.logic.needsInstall() and not self.installMedGen():
+            return
         with slicer.util.tryWithErrorDisplay(_("Failed to start MedGen."), waitCursor=True):
-            if self.logic.missingDependencies():
-                if not self.logic.ensureDependencies(askConfirmation=True):
-                    return
-                self.refreshBundles(install=False)
+            if self._installFirst:  # just installed: list the bundles now, then run
+                self._installFirst = False
+                self._catalog = self.logic.bundlesByAction(refresh=True)
+                self._fillBundleComboBox()
             p = self._parameterNode
-            self.logic.medgenExecutable = self.ui.medgenExecutableLineEdit.text.strip() or None
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
             self._job = self.logic.process(
@@ -320,23 +389,41 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return MedGenParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def missingDependencies() -> list:
-        """Distributions MedGen needs that are not installed (checked without importing them)."""
-        return missing_distributions()
+    def _executable(self):
+        return [self.medgenExecutable] if self.medgenExecutable else None
 
-    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install missing packages after one confirmation: torch via the PyTorch extension, then MedGen."""
-        if not missing_distributions():
-            return True
+    def needsInstall(self) -> bool:
+        """MedGen must be installed into Slicer's Python first (no other medgen executable configured)."""
+        return not self.medgenExecutable and bool(missing_distributions())
+
+    @staticmethod
+    def installPlan():
+        """The first-use install steps (:func:`MedGenLib.dependencies.plan_install`) for this Slicer."""
+        resources = os.path.join(os.path.dirname(__file__), "Resources")
+        return plan_install(installed_versions(), requirement_lines(os.path.join(resources, "requirements.txt")),
+                            wheel=find_bundled_wheel(os.path.join(resources, "wheels")),
+                            pytorch_extension=pytorch_extension_available())
+
+    @staticmethod
+    def installMedGen(plan=None, onProgress=None):
+        """Carry out ``plan`` (default :meth:`installPlan`) with ``slicer.util.pip_install``; returns an ``InstallResult``.
+        The caller asks the user first. ``onProgress(done, total, message)``."""
         if slicer.app.testingEnabled():
-            raise RuntimeError(f"MedGen needs {', '.join(missing_distributions())}; not installing while testing.")
-        confirm = slicer.util.confirmOkCancelDisplay if askConfirmation else None
-        return install_dependencies(os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt"), confirm)
+            raise RuntimeError("MedGen is not installed; not installing while testing.")
+        return execute_plan(plan or MedGenLogic.installPlan(), slicer.util.pip_install, install_torch_with_extension, onProgress)
 
     def bundlesByAction(self, refresh: bool = False) -> dict:
+        """Bundles grouped by action, from ``medgen bundle list --json`` (blocking; cached)."""
         if self._catalog is None or refresh:
-            self._catalog = bundles_by_action()
+            self._catalog = bundles_by_action(lambda: list_bundles(self._executable()))
+        return self._catalog
+
+    def startBundleListing(self):
+        """Start ``medgen bundle list --json`` in a worker thread; pass the future to :meth:`bundlesFromListing`."""
+        return list_bundles_in_background(self._executable())
+
+    def bundlesFromListing(self, future) -> dict:
+        self._catalog = bundles_by_action(future.result)
         return self._catalog
 
     # -- processing ------------------------------------------------------------------------------
@@ -388,7 +475,7 @@ class MedGenTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        for test in (self.test_ValidateOutputReportsLostProvenance, self.test_UpscaleRoundTrip):
+        for test in (self.test_ValidateOutputReportsLostProvenance, self.test_InstallPlan, self.test_UpscaleRoundTrip):
             self.setUp()
             test()
 
@@ -400,8 +487,17 @@ class MedGenTest(ScriptedLoadableModuleTest):
         self.assertTrue(any("MedGen.AIGenerated" in p for p in problems), problems)
         self.delayDisplay("Test passed")
 
+    def test_InstallPlan(self) -> None:
+        self.delayDisplay("First-use install plan for this Slicer")
+        plan = MedGenLogic.installPlan()
+        for missing in missing_distributions():
+            self.assertIn(missing, [step.package for step in plan.steps])
+        fresh = plan_install({}, ["medgen>=0.1.0"], pytorch_extension=pytorch_extension_available())
+        self.assertEqual([step.package for step in fresh.steps], ["torch", "medgen"])  # torch always first
+        self.delayDisplay("Test passed")
+
     def test_UpscaleRoundTrip(self) -> None:
-        if MedGenLogic.missingDependencies():
+        if MedGenLogic().needsInstall():
             self.delayDisplay("MedGen is not installed in Slicer's Python: upscale test skipped")
             return
         self.delayDisplay("Upscale x2 of an oblique volume")

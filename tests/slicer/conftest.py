@@ -56,3 +56,48 @@ def slicer_core() -> ModuleType:
 def scene(slicer_core):
     """A fresh ``slicer.vtkMRMLScene``."""
     return slicer_core.vtkMRMLScene()
+
+
+_LIST_IN_FRESH_INTERPRETER = (
+    "import json, sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "import MedGenLib.catalog, MedGenLib.commands, MedGenLib.dependencies, MedGenLib.jobs, MedGenLib.scene_io\n"
+    "try:\n"
+    "    entries = MedGenLib.catalog.list_bundles()\n"  # the real `medgen bundle list --json`, in a child process
+    "except MedGenLib.catalog.CatalogError as err:\n"
+    "    entries, error = None, str(err)\n"
+    "else:\n"
+    "    error = None\n"
+    "print(json.dumps({'entries': entries, 'error': error,"
+    " 'loaded': [m for m in ('medgen_core', 'torch', 'monai') if m in sys.modules]}))\n"
+)
+
+
+@pytest.fixture(scope="session")
+def cli_listing() -> dict:
+    """``{"entries", "error", "loaded"}``: MedGenLib's ``list_bundles()`` run once in a fresh interpreter.
+
+    ``entries`` is the validated output of the real ``medgen bundle list --json``; ``loaded`` lists which of
+    medgen_core / torch / monai that interpreter had imported afterwards (the Slicer side must load none).
+    """
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _LIST_IN_FRESH_INTERPRETER, str(MODULE_DIR)], capture_output=True, text=True,
+                         encoding="utf-8", errors="replace", timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["error"] and "unrecognized arguments: --json" in result["error"]:
+        pytest.skip("this medgen has no `bundle list --json` yet")
+    assert result["error"] is None, result["error"]
+    return result
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of this folder marked ``slow`` run only when asked for (``-m slow``), as pyproject's marker says."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords and Path(str(item.fspath)).resolve().is_relative_to(Path(__file__).resolve().parent):
+            item.add_marker(skip)

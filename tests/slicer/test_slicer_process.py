@@ -97,10 +97,10 @@ def test_catalog_groups_bundles_by_action():
     assert bundle_for(groups, "upscale", "t1t2").name == "sr" and bundle_for(groups, "augment") is None
 
 
-def test_catalog_from_the_shipped_bundles():
-    groups = bundles_by_action()  # medgen_core.bundles.discover_bundles()
+def test_catalog_from_the_shipped_bundles(cli_listing):
+    groups = bundles_by_action(lambda: cli_listing["entries"])  # the real `medgen bundle list --json`
     sr = bundle_for(groups, "upscale", "brain_mri_super_resolution")
-    assert sr is not None and 2 in sr.scales
+    assert sr is not None and 2 in sr.scales and sr.runnable
 
 
 # -- child process --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ node read), never from the input node.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,10 +30,12 @@ __all__ = [
     "load_output_nrrd",
     "make_workspace",
     "read_record",
+    "read_sidecar",
     "remove_node",
     "remove_workspace",
     "save_output_nrrd",
     "set_ijk_to_ras",
+    "sidecar_path",
     "unique_name",
     "upscaled_ijk_to_ras",
     "validate_output",
@@ -116,16 +119,53 @@ def export_volume(scene: Any, node: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_record(path: Path, header_attributes: dict[str, str]) -> dict[str, Any] | None:
-    """The provenance record of an output file: sidecar, else embedded (``medgen_core.provenance``), else header fields."""
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The provenance sidecar the ``medgen`` CLI writes next to an output: ``<path>.generated.json``."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The sidecar JSON of an output file, or ``None`` if there is none.
+
+    A sidecar whose ``file_sha256`` does not match the file (left over from another file) is ignored.
+
+    Raises:
+        ValueError: the sidecar exists but is not a JSON object.
+    """
+    path = Path(path)
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
     try:
-        from medgen_core.provenance import read_provenance
-    except ImportError:  # MedGen runs from an external executable: read the sidecar directly
-        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-        found = {"sidecar": json.loads(sidecar.read_text(encoding="utf-8"))} if sidecar.is_file() else None
-    else:
-        found = read_provenance(path)
-    record = pa.record_from_provenance(found)
+        document = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{side.name}: provenance sidecar is not valid JSON ({err})") from err
+    if not isinstance(document, dict):
+        raise ValueError(f"{side.name}: provenance sidecar must hold a JSON object, got {type(document).__name__}")
+    expected = document.get("file_sha256")
+    if expected and path.is_file() and _sha256_file(path) != expected:
+        logger.warning("%s does not match %s (file_sha256 differs); ignoring it", side.name, path.name)
+        return None
+    return document
+
+
+def read_record(path: Path, header_attributes: dict[str, str]) -> dict[str, Any] | None:
+    """The provenance record of an output file written by the ``medgen`` CLI.
+
+    From the sidecar (``<file>.generated.json``, key ``record``), else from the NRRD header field
+    ``medgen_provenance`` (``header_attributes``: the ``medgen_*`` fields the NRRD storage node read).
+    Only files are read: nothing of MedGen is imported.
+    """
+    record = pa.record_from_provenance({"sidecar": read_sidecar(path)})
     if record is None and header_attributes.get(pa.NRRD_PROVENANCE_FIELD):
         with contextlib.suppress(ValueError):
             record = json.loads(header_attributes[pa.NRRD_PROVENANCE_FIELD])
