@@ -248,8 +248,8 @@ def run(args: argparse.Namespace) -> int:
                                 steps=args.steps, seed=args.seed)
     except ValueError as err:
         raise MedGenError(f"realism: {err}") from None
-    report = {"real": str(args.real), "fake": str(args.fake), "tissue_maps": args.tissue_maps, "real_tissue_maps": args.real_tissue_maps,
-              "paired": bool(args.paired), "seed": args.seed, "steps": args.steps, **report}
+    report = {"inputs": {"real": str(args.real), "fake": str(args.fake), "tissue_maps": args.tissue_maps, "real_tissue_maps": args.real_tissue_maps,
+                         "paired": bool(args.paired), "seed": args.seed, "steps": args.steps}, **report}
     _write_outputs(args.out, report, realism_markdown(report, real_name=f"REAL ({args.real.name})", fake_name=f"FAKE ({args.fake.name})"))
     t, s = report["two_sample"], report["spectrum"]
     print(f"two-sample accuracy {t['accuracy']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}] (0.5 = indistinguishable), "
@@ -271,8 +271,9 @@ def _write_outputs(out: Path, report: dict, markdown: str) -> None:
         (tmp / "realism.json").write_text(json.dumps(report, indent=4) + "\n", encoding="utf-8")
         (tmp / "realism.md").write_text(markdown, encoding="utf-8")
         s = report["spectrum"]
-        plot_spectra({f"real ({Path(report['real']).name})": (np.asarray(s["freqs"]), np.asarray(s["real"])),
-                      f"fake ({Path(report['fake']).name})": (np.asarray(s["freqs"]), np.asarray(s["fake"]))},
+        names = report["inputs"]
+        plot_spectra({f"real ({Path(names['real']).name})": (np.asarray(s["freqs"]), np.asarray(s["real"])),
+                      f"fake ({Path(names['fake']).name})": (np.asarray(s["freqs"]), np.asarray(s["fake"]))},
                      tmp / "realism_spectrum.png", title=f"LSD {s['log_spectral_distance_db']:.2f} dB")
         if not out.exists():
             os.replace(tmp, out)

@@ -74,16 +74,21 @@ def _stack(images: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     return x
 
 
-def scale_to_unit(images: torch.Tensor | np.ndarray, percentile: float = 99.9) -> torch.Tensor:
-    """The set divided by its ``percentile`` over all pixels (not clipped): ``(N, 1, H, W)`` -> same shape.
+def _unit(x: torch.Tensor, percentile: float) -> float:
+    scale = float(np.percentile(x.numpy(), percentile))
+    if not scale > 0:
+        raise ValueError(f"scale_to_unit: the {percentile}th percentile is {scale}; expected images with positive intensities.")
+    return scale
+
+
+def scale_to_unit(images: torch.Tensor | np.ndarray, percentile: float = 99.9, reference: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """The set divided by the ``percentile`` of ``reference`` (default: itself) over all pixels, not clipped:
+    ``(N, 1, H, W)`` -> same shape.
 
     One factor for the whole set, so contrast between slices is kept and only the unit is removed.
     """
     x = _stack(images, "scale_to_unit")
-    scale = float(np.percentile(x.numpy(), percentile))
-    if not scale > 0:
-        raise ValueError(f"scale_to_unit: the {percentile}th percentile is {scale}; expected images with positive intensities.")
-    return x / scale
+    return x / _unit(x if reference is None else _stack(reference, "scale_to_unit (reference)"), percentile)
 
 
 # --------------------------------------------------------------------------------------------- two-sample test
@@ -360,7 +365,8 @@ def realism_report(
     steps: int = 300,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """All metrics of ``fake (M, 1, H, W)`` against ``real (N, 1, H, W)``, each set scaled by :func:`scale_to_unit`.
+    """All metrics of ``fake (M, 1, H, W)`` against ``real (N, 1, H, W)``, each set scaled by :func:`scale_to_unit`
+    (``paired``: both by the real set's factor, since a prediction is in its truth's units).
 
     Args:
         real_labels, fake_labels: tissue labels ``(N|M, 1, H, W)`` (1 CSF, 2 GM, 3 WM) for the tissue statistics.
@@ -374,7 +380,8 @@ def realism_report(
         spectra, ``log_spectral_distance_db``, ``high_frequency_excess_db``, the real-halves floor),
         ``tissue`` (when labels are given), ``paired`` (when ``paired``).
     """
-    r, f = scale_to_unit(real), scale_to_unit(fake)
+    r = scale_to_unit(real)
+    f = scale_to_unit(fake, reference=real if paired else None)  # paired: a prediction is in its truth's units
     if r.shape[2:] != f.shape[2:]:
         raise ValueError(f"realism_report: real slices are {tuple(r.shape[2:])}, fake {tuple(f.shape[2:])}; expected one size.")
     if paired:
@@ -391,7 +398,8 @@ def realism_report(
         floor = log_spectral_distance(p_even, p_odd)
     report: dict[str, Any] = {
         "n_real": len(r), "n_fake": len(f), "image_size": list(r.shape[2:]),
-        "normalisation": "each set divided by its own 99.9th percentile over all pixels (not clipped)",
+        "normalisation": ("both sets divided by the real (truth) set's 99.9th percentile (paired)" if paired else
+                          "each set divided by its own 99.9th percentile over all pixels (not clipped)"),
         "two_sample": c2st.to_dict(),
         "spectrum": {"freqs": freqs.tolist(), "real": p_real.tolist(), "fake": p_fake.tolist(),
                      "log_spectral_distance_db": log_spectral_distance(p_real, p_fake),
