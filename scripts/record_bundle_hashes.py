@@ -4,6 +4,7 @@
 Variants are listed under ``metadata["medgen"]["variants"]``; each ``models/<variant>.pt`` found is
 added (or updated) with its ``file`` and ``sha256``; scale/degradation come from the file name
 ``x<scale>_<degradation>.pt``. ``models/model.pt`` (MONAI's default name) is the default variant.
+``large_files.yml`` (every weight file with its sha256, the Model Zoo's format) is rewritten too.
 
     python scripts/record_bundle_hashes.py monai_bundles/brain_mri_super_resolution
 """
@@ -16,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from medgen_core.bundles.large_files import write_large_files
 from medgen_core.provenance import sha256_file
 
 
@@ -35,6 +37,7 @@ def record_hashes(bundle: Path) -> dict:
         shutil.copyfile(bundle / "models" / f"{default}.pt", bundle / "models" / "model.pt")
         medgen["model_pt"] = {"file": "models/model.pt", "variant": default, "sha256": sha256_file(bundle / "models" / "model.pt")}
     meta_path.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
+    write_large_files(bundle)
     return meta
 
 

@@ -1,0 +1,552 @@
+"""The MONAI Model Zoo's bundle verification (``ci/verify_bundle.py``, min and full modes), offline.
+
+Re-implemented from the zoo's published rules at Project-MONAI/model-zoo commit :data:`ZOO_COMMIT`
+(``ci/verify_bundle.py``, ``ci/utils.py``, ``ci/prepare_schema.py``, ``ci/bundle_custom_data.py``), calling
+the same MONAI functions with the same defaults. Nothing is downloaded: the metadata schema is a pinned
+copy in ``schemas/`` and every file named in ``large_files.yml`` must already be in the bundle.
+
+The zoo's steps, in its order. ``-m min`` (premerge, CPU) runs 1-3; full mode (the GPU ``/build`` run)
+runs all six. The zoo stops at the first failure; :func:`verify` runs every step and
+:func:`first_failure` says where the zoo would stop.
+
+1. ``verify_bundle_directory``: every entry of ``large_files.{json,yaml,yml}`` (the last of those names
+   present) is fetched by ``download_url(**entry)``, which keeps a present file whose hash matches (here:
+   present and matching, or fail); ``LICENSE`` and ``configs/metadata.json`` exist; ``models/model.pt`` and
+   ``configs/inference.{json,yaml,yml}`` exist unless the bundle is in ``exclude_verify_preferred_files_list``.
+2. ``verify_version_changes``: ``version`` and ``changelog`` exist, the version is in the changelog, and
+   ``<bundle>_v<version>`` is not yet in the zoo's ``models/model_info.json`` (checked when one is given).
+3. ``verify_metadata_format``: MONAI's ``verify_metadata`` against the schema that ``metadata["schema"]``
+   names (by file name, as ``prepare_schema`` saves it).
+4. ``verify_bundle_properties``: app property checks for ``supported_apps`` whose app has a
+   ``bundle_properties.py`` in the zoo (none at the pinned commit, so nothing runs).
+5. ``verify_data_shape``: MONAI's ``verify_net_in_out(net_id, meta_file, config_file, bundle_root=...)`` with
+   its defaults: a random input of the declared ``image`` shape at ``n = p = any = 1`` in the declared
+   dtype, on ``cuda:0`` if available else the CPU, checking the ``pred`` channels and dtype. Skipped for
+   bundles in ``exclude_verify_shape_list``.
+6. ``verify_torchscript``: MONAI's ``ckpt_export`` of ``models/model.pt`` (``torch.jit.script``), then
+   ``torch.jit.load`` of a shipped ``models/model.ts``. Skipped for ``exclude_verify_torchscript_list``.
+
+The network id is ``network_def`` (the zoo uses ``autoencoder_def`` for its two BraTS diffusion bundles).
+MedGen's own bundles are excluded the zoo's way: by name, in :data:`MEDGEN_CUSTOM_DATA` (the entries a pull
+request would add to ``ci/bundle_custom_data.py``). Two further checks are MedGen's, not the zoo's:
+``all_inputs_shape`` (every declared input, e.g. a diffusion UNet's timesteps and class labels, fed to the
+network; the output's channels, dtype and evaluable spatial shape checked) and ``torchscript_matches_eager``
+(the exported module equals the eager network with the trained weights, max abs difference <= 1e-5).
+
+The differences from the zoo are deliberate: no network access, nothing written into the bundle (the
+export goes to ``work_dir``), and paths reach MONAI's config parser as inert literals.
+
+Command line (what ``medgen bundle check`` runs in a subprocess)::
+
+    python -m medgen_core.bundles.zoo_verify monai_bundles/brain_tissue_genseg -m full [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MEDGEN_CUSTOM_DATA",
+    "MEDGEN_STEPS",
+    "MIN_STEPS",
+    "FULL_STEPS",
+    "PINNED_SCHEMAS",
+    "STEPS",
+    "ZOO_COMMIT",
+    "ZOO_CUSTOM_DATA",
+    "ZooStep",
+    "exclusion",
+    "first_failure",
+    "verify",
+]
+
+ZOO_REPO = "Project-MONAI/model-zoo"
+ZOO_COMMIT = "dfae206df112837d817e78d3727c9f32b3b52e82"  # model-zoo dev, 2024-10-11: the ci/ rules pinned here
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+# schema file name (the last part of metadata["schema"]) -> sha256 of the pinned copy in SCHEMA_DIR.
+# meta_schema_20240725.json is the MONAI-extra-test-data 0.8.1 release asset, as republished byte for byte
+# at project-monai.github.io/schema/ (public/schema/ of Project-MONAI/project-monai.github.io).
+PINNED_SCHEMAS = {"meta_schema_20240725.json": "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678"}
+
+# ci/bundle_custom_data.py at ZOO_COMMIT (the lists verify_bundle.py reads)
+ZOO_CUSTOM_DATA: dict[str, tuple[str, ...]] = {
+    "exclude_verify_shape_list": (
+        "mednist_gan", "lung_nodule_ct_detection", "pathology_nuclei_segmentation_classification", "brats_mri_generative_diffusion",
+        "brats_mri_axial_slices_generative_diffusion", "maisi_ct_generative",
+    ),
+    "exclude_verify_preferred_files_list": ("pediatric_abdominal_ct_segmentation", "maisi_ct_generative"),
+    "exclude_verify_torchscript_list": (
+        "swin_unetr_btcv_segmentation", "renalStructures_UNEST_segmentation", "renalStructures_CECT_segmentation",
+        "wholeBrainSeg_Large_UNEST_segmentation", "breast_density_classification", "mednist_reg", "brats_mri_axial_slices_generative_diffusion",
+        "brats_mri_generative_diffusion", "vista3d", "maisi_ct_generative", "vista2d",
+    ),
+    "exclude_download_large_file_list": ("maisi_ct_generative",),
+}
+# MedGen's additions to those lists, with the reason a zoo pull request would give
+MEDGEN_CUSTOM_DATA: dict[str, dict[str, str]] = {
+    "exclude_verify_shape_list": {
+        "brain_slice_ddpm": "a diffusion UNet: DiffusionModelUNet.forward needs timesteps and class labels besides the image, and "
+                            "verify_net_in_out feeds one random image (the zoo lists its diffusion bundles for the same reason); "
+                            "MedGen's all_inputs_shape check feeds every declared input instead",
+    },
+    "exclude_verify_torchscript_list": {
+        "brain_slice_ddpm": "a diffusion UNet: torch.jit.script fails inside MONAI's DiffusionModelUNet (its attention block reshapes "
+                            "with a starred size), as for the zoo's brats_mri_*generative_diffusion and maisi_ct_generative",
+    },
+}
+
+MIN_STEPS = ("verify_bundle_directory", "verify_version_changes", "verify_metadata_format")
+FULL_STEPS = (*MIN_STEPS, "verify_bundle_properties", "verify_data_shape", "verify_torchscript")
+MEDGEN_STEPS = ("all_inputs_shape", "torchscript_matches_eager")
+STEPS = (*FULL_STEPS, *MEDGEN_STEPS)
+_EXCLUSION_LIST = {"verify_data_shape": "exclude_verify_shape_list", "verify_torchscript": "exclude_verify_torchscript_list"}
+_NECESSARY_FILES = ("configs/metadata.json", "LICENSE")
+_PREFERRED_WEIGHTS = "models/model.pt"
+TORCHSCRIPT_ATOL = 1e-5
+
+
+class ZooCheckError(Exception):
+    """A step's finding (the zoo raises ``ValueError``/``KeyError``/... at that point)."""
+
+
+@dataclass
+class ZooStep:
+    """One step's outcome: ``status`` is ``pass``, ``fail``, ``excluded`` (a custom-data list names the bundle)
+    or ``not_run``; ``message`` says what was checked or what is wrong."""
+
+    name: str
+    status: str
+    message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("pass", "excluded")
+
+    @property
+    def is_zoo_step(self) -> bool:
+        return self.name in FULL_STEPS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bundle_name(bundle_root: str | Path) -> str:
+    """The zoo names a bundle by its folder (``models/<name>``), not by ``metadata["name"]``."""
+    return Path(bundle_root).absolute().name
+
+
+def exclusion(step: str, name: str) -> str | None:
+    """Why ``step`` is skipped for bundle ``name`` (its custom-data list names it), or None."""
+    key = _EXCLUSION_LIST.get(step)
+    if key is None:
+        return None
+    if name in ZOO_CUSTOM_DATA[key]:
+        return f"listed in the zoo's ci/bundle_custom_data.py {key}"
+    if name in MEDGEN_CUSTOM_DATA.get(key, {}):
+        return f"{key} (MedGen's entry for the zoo's ci/bundle_custom_data.py): {MEDGEN_CUSTOM_DATA[key][name]}"
+    return None
+
+
+def net_id(name: str) -> str:
+    """The config id of the network the zoo checks (``ci/verify_bundle.py::_get_net_id``)."""
+    return "autoencoder_def" if name in ("brats_mri_generative_diffusion", "brats_mri_axial_slices_generative_diffusion") else "network_def"
+
+
+def weights_names(name: str) -> tuple[str, str | None]:
+    """``(checkpoint, shipped TorchScript or None)`` under ``models/`` (``ci/verify_bundle.py::_get_weights_names``)."""
+    special = {"brats_mri_generative_diffusion": ("model_autoencoder.pt", "model_autoencoder.ts"),
+               "brats_mri_axial_slices_generative_diffusion": ("model_autoencoder.pt", None), "pediatric_abdominal_ct_segmentation": ("dynunet_FT.pt", None)}
+    return special.get(name, ("model.pt", "model.ts"))
+
+
+def find_bundle_file(folder: Path, stem: str) -> str | None:
+    """``stem.json|yaml|yml`` in ``folder``; when several exist the last of that order wins, as in the zoo."""
+    found = None
+    for suffix in ("json", "yaml", "yml"):
+        if (folder / f"{stem}.{suffix}").is_file():
+            found = f"{stem}.{suffix}"
+    return found
+
+
+def _metadata(root: Path) -> dict[str, Any]:
+    path = root / "configs" / "metadata.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ZooCheckError(f"configs/metadata.json cannot be read as JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise ZooCheckError("configs/metadata.json does not hold a JSON object")
+    return meta
+
+
+def _inference_config(root: Path) -> Path:
+    name = find_bundle_file(root / "configs", "inference")
+    if name is None:
+        raise ZooCheckError("configs/inference.json|yaml|yml is missing (the zoo checks the network of the inference config)")
+    return root / "configs" / name
+
+
+@contextlib.contextmanager
+def _bundle_on_sys_path(root: Path) -> Iterator[None]:
+    """The bundle folder first on ``sys.path`` while a step runs (the zoo: ``sys.path = [bundle] + sys.path``)."""
+    sys.path.insert(0, str(root))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(root))
+
+
+def _bundle_root_override(root: Path) -> Any:
+    from medgen_core.bundles.overrides import literal
+
+    return literal(str(root))
+
+
+# -- the zoo's steps ---------------------------------------------------------------------------------
+def verify_bundle_directory(root: Path, mode: str) -> str:
+    """Step 1: large files present with matching hashes, necessary and preferred files."""
+    from monai.apps.utils import check_hash
+
+    from medgen_core.bundles.large_files import find_large_files, read_large_files
+    from medgen_core.errors import BundleError
+
+    name = bundle_name(root)
+    notes = []
+    if name in ZOO_CUSTOM_DATA["exclude_download_large_file_list"] and mode == "min":
+        notes.append("large files skipped (exclude_download_large_file_list, min mode)")
+    elif (large := find_large_files(root)) is not None:
+        try:
+            entries = read_large_files(large)
+        except BundleError as err:
+            raise ZooCheckError(f"download large files in {name} error: {err}") from None
+        for entry in entries:
+            if not isinstance(entry, dict) or "path" not in entry:
+                raise ZooCheckError(f"{large.name}: entry {entry!r} has no 'path' (the zoo reads entry['path'])")
+            if "url" not in entry:
+                raise ZooCheckError(f"{large.name}: entry {entry['path']!r} has no 'url' key: the zoo's download_url(**entry) needs one "
+                                    f"(url: \"\" for a file that ships in the bundle)")
+            target = (root / str(entry["path"])).resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise ZooCheckError(f"{large.name}: path {entry['path']!r} points outside the bundle")
+            if not target.exists():
+                where = f"from {entry['url']}" if entry["url"] else "(its url is empty)"
+                raise ZooCheckError(f"{large.name}: {entry['path']} is missing; the zoo would download it {where}, which this offline check does not do")
+            hash_val = entry.get("hash_val") or None
+            hash_type = entry.get("hash_type") or "sha256"  # download_url's default in MONAI 1.6
+            if not check_hash(target, hash_val, hash_type):
+                raise ZooCheckError(f"{large.name}: {entry['path']} does not match its {hash_type} {hash_val} (download_url raises HashCheckError)")
+        notes.append(f"{len(entries)} file(s) of {large.name} present with matching hashes")
+    for rel in _NECESSARY_FILES:
+        if not (root / rel).exists():
+            raise ZooCheckError(f"necessary file {rel} is not existing.")
+    if name not in ZOO_CUSTOM_DATA["exclude_verify_preferred_files_list"]:
+        _inference_config(root)
+        if not (root / _PREFERRED_WEIGHTS).exists():
+            raise ZooCheckError(f"necessary file {_PREFERRED_WEIGHTS} is not existing.")
+    return "; ".join([*notes, "LICENSE, configs/metadata.json, models/model.pt and the inference config exist"])
+
+
+def verify_version_changes(root: Path, model_info: Path | None = None) -> str:
+    """Step 2: ``version`` in ``changelog``; ``<name>_v<version>`` not yet published (when ``model_info`` is given)."""
+    name, meta = bundle_name(root), _metadata(root)
+    for key in ("version", "changelog"):
+        if key not in meta:
+            raise ZooCheckError(f"'{key}' is missing in configs/metadata.json of bundle: {name}.")
+    version, changelog = meta["version"], meta["changelog"]
+    if not isinstance(changelog, dict) or version not in changelog:
+        raise ZooCheckError(f"version number: {version} is missing in 'changelog' in configs/metadata.json of bundle: {name}.")
+    if model_info is None:
+        return f"version {version} is in the changelog; {name}_v{version} not compared with the zoo's models/model_info.json (none given)"
+    try:
+        published = json.loads(Path(model_info).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ZooCheckError(f"{model_info}: cannot be read as JSON: {err}") from err
+    if f"{name}_v{version}" in published:
+        raise ZooCheckError(f"version number: {version} is already used of bundle: {name}. Please change it.")
+    return f"version {version} is in the changelog and {name}_v{version} is not in {Path(model_info).name}"
+
+
+def pinned_schema(url: Any) -> Path:
+    """The pinned copy of the schema that ``metadata["schema"]`` names (checked against its recorded sha256)."""
+    from medgen_core.provenance import sha256_file
+
+    if not isinstance(url, str) or not url:
+        raise ZooCheckError("configs/metadata.json has no 'schema' URL (the zoo downloads the schema from metadata['schema'])")
+    file_name = url.rstrip("/").split("/")[-1]
+    if file_name not in PINNED_SCHEMAS:
+        raise ZooCheckError(f"schema {url} is not pinned offline (pinned: {', '.join(PINNED_SCHEMAS)}); "
+                            f"use https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json")
+    path = SCHEMA_DIR / file_name
+    if sha256_file(path) != PINNED_SCHEMAS[file_name]:
+        raise ZooCheckError(f"the pinned schema {path} does not match its recorded sha256 (reinstall medgen)")
+    return path
+
+
+def verify_metadata_format(root: Path) -> str:
+    """Step 3: MONAI's ``verify_metadata`` against the pinned copy of the named schema."""
+    from monai.bundle import verify_metadata
+
+    schema = pinned_schema(_metadata(root).get("schema"))
+    try:
+        verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema), hash_val=PINNED_SCHEMAS[schema.name], hash_type="sha256")
+    except ValueError as err:
+        raise ZooCheckError(" ".join(str(err).split())) from None
+    return f"configs/metadata.json is valid against {schema.name}"
+
+
+# app name -> bundle_properties.py in the zoo at ZOO_COMMIT: there is none, so no supported app is checked
+ZOO_APP_PROPERTIES: dict[str, str] = {}
+
+
+def verify_bundle_properties(root: Path) -> str:
+    """Step 4: properties of the inference workflow for each supported app that the zoo has a property file for."""
+    apps = _metadata(root).get("supported_apps")
+    if not apps:
+        return "no supported_apps: nothing to check (as in the zoo)"
+    checked = [app for app in apps if app in ZOO_APP_PROPERTIES]
+    if not checked:
+        return f"supported_apps {sorted(apps)}: the zoo has no bundle_properties.py for them, nothing to check"
+    raise ZooCheckError(f"supported_apps {checked}: app property checks are not pinned in MedGen's copy of the zoo's rules")
+
+
+def _declared_input_shape(meta: dict[str, Any], n: int = 1, p: int = 1, any_size: int = 1) -> tuple[int, ...]:
+    from monai.bundle.scripts import _get_fake_spatial_shape
+
+    spec = meta["network_data_format"]["inputs"]["image"]
+    return (1, int(spec["num_channels"]), *_get_fake_spatial_shape(spec["spatial_shape"], p=p, n=n, any=any_size))
+
+
+def _default_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def verify_data_shape(root: Path, device: str | None = None, n: int | None = None, p: int | None = None) -> str:
+    """Step 5: MONAI's ``verify_net_in_out`` with the zoo's defaults (``device``/``n``/``p`` only for other uses)."""
+    from monai.bundle import verify_net_in_out
+
+    name, config = bundle_name(root), _inference_config(root)
+    meta = _metadata(root)
+    with _bundle_on_sys_path(root):
+        verify_net_in_out(net_id=net_id(name), meta_file=str(root / "configs" / "metadata.json"), config_file=str(config),
+                          bundle_root=_bundle_root_override(root), device=device, n=n, p=p)
+    shape = _declared_input_shape(meta, n=n or 1, p=p or 1)
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    return f"{net_id(name)} took a random {meta['network_data_format']['inputs']['image']['dtype']} input {shape} on {_default_device(device)} " \
+           f"and returned {pred['num_channels']} channel(s) of {pred['dtype']}"
+
+
+def verify_torchscript(root: Path, work_dir: Path) -> str:
+    """Step 6: ``ckpt_export`` (``torch.jit.script``) to ``work_dir/verify_model.ts``; load a shipped ``models/model.ts``."""
+    import torch
+    from monai.bundle import ckpt_export
+
+    name, config = bundle_name(root), _inference_config(root)
+    model_name, ts_name = weights_names(name)
+    out = Path(work_dir) / "verify_model.ts"
+    with _bundle_on_sys_path(root):
+        ckpt_export(net_id=net_id(name), filepath=str(out), ckpt_file=str(root / "models" / model_name),
+                    meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), bundle_root=_bundle_root_override(root))
+    message = f"models/{model_name} exported with torch.jit.script"
+    if ts_name is not None and (root / "models" / ts_name).exists():
+        torch.jit.load(str(root / "models" / ts_name), map_location="cpu")
+        message += f"; the shipped models/{ts_name} loads"
+    return message
+
+
+# -- MedGen's own checks -------------------------------------------------------------------------------
+def _parsed_network(root: Path, device: str, weights: bool) -> Any:
+    from monai.bundle import ConfigParser
+
+    from medgen_core.bundles.weights import load_state_dict_safely
+
+    name = bundle_name(root)
+    parser = ConfigParser()
+    parser.read_config(str(_inference_config(root)))
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser["bundle_root"] = _bundle_root_override(root)
+    net = parser.get_parsed_content(net_id(name))
+    if weights:
+        net.load_state_dict(load_state_dict_safely(root / "models" / weights_names(name)[0]), strict=True)
+    return net.to(device).eval()
+
+
+def _fake_input(spec: dict[str, Any], device: str, n: int = 1) -> Any:
+    """A random tensor for one declared input: ``(1, C, *spatial)``; ``(1,)`` for a one-value-per-item input
+    (one channel, spatial shape ``[1]``, e.g. diffusion timesteps); integers drawn from ``value_range``."""
+    import torch
+    from monai.bundle.scripts import _get_fake_spatial_shape
+    from monai.utils import get_equivalent_dtype
+
+    dtype = get_equivalent_dtype(spec.get("dtype", "float32"), torch.Tensor)
+    spatial = _get_fake_spatial_shape(spec["spatial_shape"], n=n, p=1, any=1)
+    shape = (1,) if int(spec["num_channels"]) == 1 and list(spatial) == [1] else (1, int(spec["num_channels"]), *spatial)
+    if dtype.is_floating_point:
+        return torch.rand(shape, dtype=dtype, device=device)
+    value_range = list(spec.get("value_range") or [])
+    lo, hi = value_range[:2] if len(value_range) >= 2 else (0, 1)
+    return torch.randint(int(lo), int(hi) + 1, shape, dtype=dtype, device=device)
+
+
+def verify_all_inputs(root: Path, device: str | None = None) -> str:
+    """MedGen's check: every declared input (tensors at ``n = 1``, primitives as declared) fed by name, the
+    image first; the ``pred`` output's channels, dtype and, where the declared shape evaluates, spatial size."""
+    import torch
+    from monai.bundle.scripts import _get_fake_spatial_shape
+    from monai.utils import get_equivalent_dtype
+
+    dev = _default_device(device)
+    fmt = _metadata(root).get("network_data_format") or {}
+    inputs, pred = fmt.get("inputs") or {}, (fmt.get("outputs") or {}).get("pred")
+    if not isinstance(inputs.get("image"), dict) or not isinstance(pred, dict):
+        raise ZooCheckError("network_data_format needs a tensor input 'image' and output 'pred'")
+    args = {k: (_fake_input(v, dev) if isinstance(v, dict) else v) for k, v in inputs.items()}
+    image = args.pop("image")
+    with _bundle_on_sys_path(root), torch.no_grad():
+        out = _parsed_network(root, dev, weights=False)(image, **args)
+    if not isinstance(out, torch.Tensor):
+        raise ZooCheckError(f"the network returned {type(out).__name__}, not a tensor")
+    problems = []
+    if out.shape[1] != int(pred["num_channels"]):
+        problems.append(f"output channels {out.shape[1]} != declared {pred['num_channels']}")
+    if out.dtype != get_equivalent_dtype(pred["dtype"], torch.Tensor):
+        problems.append(f"output dtype {out.dtype} != declared {pred['dtype']}")
+    try:
+        want = tuple(_get_fake_spatial_shape(pred["spatial_shape"], n=1, p=1, any=-1))
+    except ValueError:  # names other than n and p (e.g. "scale*h"): not evaluable
+        want = None
+    if want is not None and len(want) == out.dim() - 2 and any(w != -1 and w != s for w, s in zip(want, out.shape[2:])):
+        problems.append(f"output spatial shape {tuple(out.shape[2:])} != declared {pred['spatial_shape']} at n=1")
+    fed = ", ".join(f"{k} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"{k}={v!r}" for k, v in {"image": image, **args}.items())
+    if problems:
+        raise ZooCheckError(f"fed {fed}: " + "; ".join(problems))
+    return f"fed {fed} on {dev}: output {tuple(out.shape)} {out.dtype}"
+
+
+def verify_torchscript_matches_eager(root: Path, work_dir: Path, device: str | None = None) -> str:
+    """MedGen's check: the exported module (``verify_torchscript``'s file, exported here if absent) equals the
+    eager network with the trained weights on random inputs of the declared shape at ``n = p = 1`` and ``2``."""
+    import torch
+
+    ts_path = Path(work_dir) / "verify_model.ts"
+    if not ts_path.is_file():
+        verify_torchscript(root, work_dir)
+    dev = _default_device(device)
+    meta = _metadata(root)
+    with _bundle_on_sys_path(root):
+        eager = _parsed_network(root, dev, weights=True)
+    scripted = torch.jit.load(str(ts_path), map_location=dev).eval()
+    diffs = []
+    for shape in dict.fromkeys(_declared_input_shape(meta, n=k, p=k, any_size=8 * k) for k in (1, 2)):  # distinct shapes
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(len(diffs))).to(dev)
+        with torch.no_grad():
+            want, got = eager(x), scripted(x)
+        if want.shape != got.shape:
+            raise ZooCheckError(f"TorchScript output shape {tuple(got.shape)} differs from eager {tuple(want.shape)} for input {shape}")
+        diffs.append((shape, float((want - got).abs().max())))
+    text = ", ".join(f"{d:.2g} at {s}" for s, d in diffs)
+    if max(d for _, d in diffs) > TORCHSCRIPT_ATOL:
+        raise ZooCheckError(f"TorchScript output differs from the eager network by more than {TORCHSCRIPT_ATOL:g}: {text}")
+    return f"max |scripted - eager| {text}"
+
+
+# -- running the steps ---------------------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "(no message)"
+    return text if isinstance(err, ZooCheckError) else f"{type(err).__name__}: {text}"
+
+
+def verify(bundle_root: str | Path, mode: str = "full", steps: tuple[str, ...] | list[str] | None = None, work_dir: str | Path | None = None,
+           model_info: str | Path | None = None, device: str | None = None) -> list[ZooStep]:
+    """Run the zoo's steps for ``mode`` (``"min"``: 1-3, ``"full"``: 1-6) plus, in full mode, MedGen's two
+    checks; or exactly ``steps`` (names from :data:`STEPS`). Every step runs, also after a failure.
+
+    Args:
+        bundle_root: the bundle folder (its folder name is the name the custom-data lists use).
+        mode: ``"min"`` or ``"full"``.
+        steps: run these instead of the mode's steps.
+        work_dir: where the TorchScript export goes (a temporary folder when None); never the bundle.
+        model_info: the zoo's ``models/model_info.json``, to refuse a version that is already published.
+        device: MONAI's default (``cuda:0`` if available, else the CPU) when None, as in the zoo.
+    """
+    if mode not in ("min", "full"):
+        raise ValueError(f"verify: mode must be 'min' or 'full', got {mode!r}.")
+    names = list(steps) if steps is not None else list(MIN_STEPS if mode == "min" else STEPS)
+    unknown = [s for s in names if s not in STEPS]
+    if unknown:
+        raise ValueError(f"verify: unknown step(s) {unknown}; choose from {list(STEPS)}.")
+    root = Path(bundle_root).absolute()
+    name = bundle_name(root)
+    with contextlib.ExitStack() as stack:
+        work = Path(work_dir) if work_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medgen-zoo-")))
+        work.mkdir(parents=True, exist_ok=True)
+        runners = {
+            "verify_bundle_directory": lambda: verify_bundle_directory(root, mode),
+            "verify_version_changes": lambda: verify_version_changes(root, Path(model_info) if model_info else None),
+            "verify_metadata_format": lambda: verify_metadata_format(root),
+            "verify_bundle_properties": lambda: verify_bundle_properties(root),
+            "verify_data_shape": lambda: verify_data_shape(root, device),
+            "verify_torchscript": lambda: verify_torchscript(root, work),
+            "all_inputs_shape": lambda: verify_all_inputs(root, device),
+            "torchscript_matches_eager": lambda: verify_torchscript_matches_eager(root, work, device),
+        }
+        results = []
+        for step in names:
+            reason = exclusion("verify_torchscript" if step == "torchscript_matches_eager" else step, name)
+            if reason is not None:
+                results.append(ZooStep(step, "excluded", reason))
+                continue
+            try:
+                results.append(ZooStep(step, "pass", runners[step]()))
+            except Exception as err:  # any failure is the step's finding, reported as one line
+                results.append(ZooStep(step, "fail", _one_line(err)))
+    return results
+
+
+def first_failure(results: list[ZooStep], mode: str = "full") -> ZooStep | None:
+    """The step at which the zoo's ``ci/verify_bundle.py -m <mode>`` would stop, or None when it passes."""
+    steps = MIN_STEPS if mode == "min" else FULL_STEPS
+    return next((r for r in results if r.name in steps and r.status == "fail"), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m medgen_core.bundles.zoo_verify BUNDLE [-m min|full] [--steps ...] [--json-out FILE]``: exit 0 when all pass."""
+    ap = argparse.ArgumentParser(prog="python -m medgen_core.bundles.zoo_verify", description=__doc__.splitlines()[0])
+    ap.add_argument("bundle", type=Path, help="bundle folder")
+    ap.add_argument("-m", "--mode", choices=("min", "full"), default="full")
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=None, help="run only these steps")
+    ap.add_argument("--work-dir", type=Path, default=None, help="folder for the TorchScript export (default: a temporary one)")
+    ap.add_argument("--model-info", type=Path, default=None, help="the zoo's models/model_info.json (published versions)")
+    ap.add_argument("--device", default=None, help="MONAI's default when omitted: cuda:0 if available, else cpu")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON to this file")
+    args = ap.parse_args(argv)
+    if not (args.bundle / "configs").is_dir() and not (args.bundle / "LICENSE").exists():
+        print(f"{args.bundle}: not a bundle folder (no configs/)", file=sys.stderr)
+        return 2
+    results = verify(args.bundle, args.mode, args.steps, args.work_dir, args.model_info, args.device)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps([r.to_dict() for r in results], indent=4) + "\n", encoding="utf-8")
+    for r in results:
+        print(f"{r.status.upper():8} {r.name}: {r.message}")
+    for m in ("min", "full"):
+        stop = first_failure(results, m)
+        ran = set(MIN_STEPS if m == "min" else FULL_STEPS) <= {r.name for r in results}
+        if stop is not None:
+            print(f"zoo ci/verify_bundle.py -m {m}: fails at {stop.name}")
+        elif ran:
+            print(f"zoo ci/verify_bundle.py -m {m}: passes")
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
