@@ -34,6 +34,7 @@ __all__ = [
     "GeneratorIdentity",
     "directory_sha256",
     "free_memory",
+    "require_pipeline_libraries",
 ]
 
 
@@ -112,6 +113,31 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+#: Libraries a diffusers pipeline's components may come from that a plain ``pip install medgen`` lacks, and the extra that adds each.
+PIPELINE_EXTRAS = {"transformers": "sd"}
+
+
+def require_pipeline_libraries(path: Path) -> None:
+    """Refuse, in one line, a pipeline whose ``model_index.json`` names a component library that is not installed
+    (Stable Diffusion's text encoder and tokenizer come from ``transformers``, the ``[sd]`` extra)."""
+    import importlib.util
+    import json
+
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # diffusers says what is wrong with the folder
+    needs: dict[str, list[str]] = {}
+    for component, spec in index.items() if isinstance(index, dict) else ():
+        if isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str) and spec[0] not in ("diffusers", "torch"):
+            needs.setdefault(spec[0], []).append(f"{component} ({spec[1]})")
+    for library, components in needs.items():
+        if importlib.util.find_spec(library) is None:
+            how = f"pip install 'medgen[{PIPELINE_EXTRAS[library]}]'" if library in PIPELINE_EXTRAS else f"pip install {library}"
+            raise AugmentationError(f"{path}: this {index.get('_class_name', 'diffusers')} needs the package '{library}' for its "
+                                    f"{', '.join(components)}, which is not installed; install it with: {how}")
+
+
 def _to_gray(images: torch.Tensor) -> torch.Tensor:
     """``(N, H, W, C)`` numpy-style or ``(N, C, H, W)`` -> ``(N, 1, H, W)`` float32 in [0, 1]."""
     if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
@@ -128,9 +154,10 @@ class DiffusersBackend(GeneratorBackend):
     """
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu") -> None:
+        path = Path(path)
+        require_pipeline_libraries(path)
         import diffusers
 
-        path = Path(path)
         device = torch.device(device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         try:

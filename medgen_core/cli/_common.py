@@ -14,12 +14,13 @@ Exit codes of every command (``medgen --help`` lists them too):
 * 3, 4, 5, 6: ``provenance verify`` statuses (missing, unsigned, forged, intact but untrusted key).
 * 70: an unexpected error (a bug, or the machine ran out of memory or disk): one line; ``--debug`` prints
   the full traceback.
-* 130: interrupted (Ctrl-C).
+* 130: interrupted (Ctrl-C); 141: the reader of stdout went away (``medgen bundle list | head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import traceback
@@ -28,6 +29,7 @@ from medgen_core.errors import MedGenError
 
 __all__ = [
     "DEVICE_CHOICES",
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
@@ -52,6 +54,8 @@ EXIT_USER = 2
 #: An unexpected exception (``EX_SOFTWARE`` of sysexits.h), outside the codes that commands give answers with.
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+#: stdout was closed by its reader (128 + SIGPIPE, as a shell reports a process killed by it).
+EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES_HELP = ("exit codes: 0 success; 1 the command's answer is no (bundle check failed, provenance modified, "
                    "mark not found); 2 bad command line or bad input (one 'medgen: error:' line); 3-6 provenance "
@@ -150,15 +154,39 @@ def missing_package_message(err: BaseException, command: str = "medgen") -> str 
     return None
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (captured in-process)
+        pass
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an error left open, so that the error starts a line of its own (tqdm ends a bar's
+    line only when it closes)."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
+            pass
+
+
 def report_error(err: BaseException, *, debug: bool = False, command: str = "medgen") -> int:
     """Print ``err`` as one ``medgen: error: ...`` line on stderr (after the full traceback when ``debug``) and
     return the exit code: 2 for a :class:`MedGenError` (also when a library wrapped one) or a missing package,
-    130 for Ctrl-C, 70 for anything else."""
+    130 for Ctrl-C, 141 (and no message) for a closed stdout, 70 for anything else."""
+    _close_progress_bars()
     if debug:
         traceback.print_exception(err, file=sys.stderr)
     if isinstance(err, KeyboardInterrupt):
         print("medgen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if isinstance(err, BrokenPipeError):  # the reader of stdout went away (medgen bundle list | head): stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     user_error = next((cause for cause in _chain(err) if isinstance(cause, MedGenError)), None)
     if user_error is not None:
         print(f"medgen: error: {one_line(user_error)}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""Shared checks of command-line values: argparse types that refuse out-of-range numbers, and run-time checks
-of devices and preview paths. Every refusal is one line (argparse prints it with exit code 2; the run-time
-checks raise :class:`~medgen_core.errors.MedGenError`, which ``medgen`` prints with exit code 2).
+"""Shared checks of command-line values: argparse types that refuse out-of-range numbers, and the run-time check
+of preview paths (``--device`` is in :mod:`medgen_core.cli._common`; :func:`check_device` is re-exported here for
+older imports). Every refusal is one line (argparse prints it with exit code 2; the run-time checks raise
+:class:`~medgen_core.errors.MedGenError`, which ``medgen`` prints with exit code 2).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from medgen_core.cli._common import check_device
 from medgen_core.errors import MedGenError
 
 __all__ = [
@@ -73,29 +75,6 @@ def nonempty_path(text: str) -> Path:
     if not str(text).strip():
         raise argparse.ArgumentTypeError("empty path; expected a file name")
     return Path(text)
-
-
-def check_device(device: str, option: str = "--device") -> None:
-    """Refuse a device that cannot be used here: a malformed name, or CUDA where torch sees no GPU.
-
-    Call it before loading any model. ``auto`` always passes (the bundle picks CUDA only when available).
-    """
-    if device == "auto":
-        return
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise MedGenError(f"{option} {device!r} is not a torch device; expected auto, cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise MedGenError(f"{option} {device}: CUDA is not available ({build}); use {option} cpu or {option} auto")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise MedGenError(f"{option} {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    elif parsed.type != "cpu":
-        raise MedGenError(f"{option} {device}: unsupported device type {parsed.type!r}; expected cpu or cuda")
 
 
 def check_preview_path(path: Path | None, option: str = "--preview") -> None:

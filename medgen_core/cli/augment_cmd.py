@@ -18,19 +18,14 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from medgen_core.augmentation import AugmentationConfig, DiffusersLoader, GenerativeAugmentationManager
-from medgen_core.augmentation.outputs import volume_variants, write_synthetic_dataset
-from medgen_core.bundles import get_bundle
-from medgen_core.bundles.generators import bundle_loaders
-from medgen_core.cli._validation import check_device, fraction, non_negative_int, positive_int, strength
-from medgen_core.cli.upscale_cmd import check_output_path
+from medgen_core.cli._common import add_device_argument, check_device
+from medgen_core.cli._validation import fraction, non_negative_int, positive_int, strength
 from medgen_core.errors import AugmentationError
-from medgen_core.io import read_volume
-from medgen_core.provenance import write_generated_volume
-from medgen_core.utils.progress import progress_mode
+
+if TYPE_CHECKING:  # imported where used: 'medgen augment --help' stays fast
+    from medgen_core.augmentation import AugmentationConfig, GenerativeAugmentationManager
 
 __all__ = ["build_manager", "register", "variant_paths"]
 
@@ -55,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=strength, default=None, help="variants: image-to-image strength in (0, 1]")
     p.add_argument("--steps", type=positive_int, default=None, help="diffusion steps, >= 1 (overrides the config)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="random seed, >= 0 (overrides the config)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_argument(p)
     p.add_argument("--trust", action="store_true", help="load bundles whose configs use code outside the allowlist (only if you trust them)")
     ex = p.add_argument_group("experiment (defaults: the reported sweep)")
     ex.add_argument("--seeds", type=non_negative_int, nargs="+", default=None, help="experiment: seeds (default 0 1 2)")
@@ -70,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_config(args: argparse.Namespace) -> tuple[AugmentationConfig, Path | None]:
+    from medgen_core.augmentation import AugmentationConfig
+    from medgen_core.bundles import get_bundle
+
     overrides = {k: v for k, v in (("inference_steps", args.steps), ("seed", args.seed), ("strength", args.strength)) if v is not None}
     generators = args.generators
     if args.config is None:
@@ -115,6 +113,8 @@ def run_experiment_command(args: argparse.Namespace, cfg: AugmentationConfig, ma
     """``medgen augment experiment``: the slice-position classification stand-in task on the MNI152 template."""
     from dataclasses import replace
 
+    import torch
+
     from medgen_core.augmentation.experiment import ExperimentConfig, markdown_table, run_experiment
     from medgen_core.data.slices import mni_axial_slices_2mm, mni_heldout_axial_slices_2mm, slice_position_class
 
@@ -152,6 +152,10 @@ def variant_paths(input_path: Path, k: int, out_dir: Path | None, output: Path |
 def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str | None, device: str, trust: bool,
                   scratch: Path) -> GenerativeAugmentationManager:
     """A manager over ``generators``, or over ``scratch/{modality}`` linked to ``bundle``."""
+    from medgen_core.augmentation import DiffusersLoader, GenerativeAugmentationManager
+    from medgen_core.bundles import get_bundle
+    from medgen_core.bundles.generators import bundle_loaders
+
     if bundle is not None:
         info = get_bundle(bundle)
         base = scratch / "generators"
@@ -165,6 +169,12 @@ def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str 
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgen_core.augmentation.outputs import volume_variants, write_synthetic_dataset
+    from medgen_core.cli.upscale_cmd import check_output_path
+    from medgen_core.io import read_volume
+    from medgen_core.provenance import write_generated_volume
+    from medgen_core.utils.progress import progress_mode
+
     check_device(args.device)
     with progress_mode(args.progress), tempfile.TemporaryDirectory(prefix="medgen-augment-") as scratch:
         cfg, generators = _read_config(args)

@@ -17,18 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from medgen_core.bundles.catalog import get_bundle
-from medgen_core.bundles.weights import load_state_dict_safely
-from medgen_core.cli._validation import check_device, non_negative_float, non_negative_int, positive_float, positive_int
+from medgen_core.cli._common import add_device_argument, check_device, resolve_device
+from medgen_core.cli._validation import non_negative_float, non_negative_int, positive_float, positive_int
 from medgen_core.data.abr_dataset import PEAK_NAMES, STATIC_NAMES, SignalDataError, load_abr_dataset
-from medgen_core.data.abr_simulator import simulate_abr_dataset, time_axis_ms
 from medgen_core.errors import BundleError
-from medgen_core.inference.cvae_outputs import OUTPUT_SUFFIXES, SIMULATION_DISCLOSURE, generate_abr_samples, write_abr_records
-from medgen_core.networks.cvae import SignalCVAE
-from medgen_core.provenance import GenerationMetadata, sha256_file
+
+if TYPE_CHECKING:  # torch and the network are imported where used: 'medgen cvae --help' stays fast
+    from medgen_core.networks.cvae import SignalCVAE
 
 __all__ = ["load_cvae", "register"]
 
@@ -59,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--peak-weight", type=non_negative_float, default=1.0)
     tr.add_argument("--seed", type=non_negative_int, default=0)
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
-    tr.add_argument("--device", default="cpu")
+    add_device_argument(tr, default="cpu")
     tr.set_defaults(func=_train)
 
     for name, helptext in (("sample", "generate records (joint: from noise; legacy: given static parameters)"),
@@ -70,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         src.add_argument("--model", type=Path, default=None, help="a 'medgen cvae train' output folder")
         sp.add_argument("--mode", choices=("joint", "legacy"), default="joint")
         sp.add_argument("--seed", type=non_negative_int, default=0)
-        sp.add_argument("--device", default="cpu")
+        add_device_argument(sp, default="cpu")
         if name == "sample":
             sp.add_argument("--n", type=positive_int, default=16, help="records (joint) or records per parameter set (legacy)")
             sp.add_argument("--static", type=Path, default=None, help="legacy: CSV with columns " + ", ".join(STATIC_NAMES))
@@ -85,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check_output(path: Path, inputs: tuple[Path | None, ...] = ()) -> None:
+    from medgen_core.inference.cvae_outputs import OUTPUT_SUFFIXES
+
     if not any(path.name.lower().endswith(s) for s in OUTPUT_SUFFIXES):
         raise SignalDataError(f"{path}: unsupported output format {path.suffix or '(none)'!r}; expected one of {', '.join(OUTPUT_SUFFIXES)}")
     for item in inputs:
@@ -96,8 +95,12 @@ def _simulate(args: argparse.Namespace) -> int:
     _check_output(args.output)
     if args.n < 1:
         raise SignalDataError(f"--n must be >= 1, got {args.n}")
-    data = simulate_abr_dataset(args.n, args.seed)
     from medgen_core import __version__
+    from medgen_core.data.abr_simulator import simulate_abr_dataset
+    from medgen_core.inference.cvae_outputs import SIMULATION_DISCLOSURE, write_abr_records
+    from medgen_core.provenance import GenerationMetadata
+
+    data = simulate_abr_dataset(args.n, args.seed)
 
     meta = GenerationMetadata.create(generator_name="abr_simulator", generator_version=__version__, task="abr_simulation",
                                      parameters={"n": args.n, "static_names": list(STATIC_NAMES), "peak_names": list(PEAK_NAMES)}, seed=args.seed)
@@ -108,9 +111,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from medgen_core.networks.cvae import SignalCVAE
+    from medgen_core.provenance import sha256_file
     from medgen_core.training.cvae import CVAETrainer, CVAETrainingConfig
 
     check_device(args.device)
+    args.device = resolve_device(args.device)
     train = load_abr_dataset(args.data)
     val = load_abr_dataset(args.val) if args.val is not None else None
     net = SignalCVAE(signal_length=train.signals.shape[1], num_static=train.static.shape[1], latent_dim=args.latent_dim,
@@ -128,6 +134,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str = "cpu") -> tuple[SignalCVAE, dict]:
     """The network and its provenance fields (``generator_name``, ``generator_version``, ``bundle_id``, ``weights_sha256``)."""
+    from medgen_core.bundles.catalog import get_bundle
+    from medgen_core.bundles.weights import load_state_dict_safely
+    from medgen_core.networks.cvae import SignalCVAE
+    from medgen_core.provenance import sha256_file
+
     if bundle is not None:
         from monai.bundle import ConfigParser
 
@@ -164,9 +175,12 @@ def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str
 
 def _sample(args: argparse.Namespace) -> int:
     check_device(args.device)
+    args.device = resolve_device(args.device)
     _check_output(args.output, (args.static,))
     if args.n < 1:
         raise SignalDataError(f"--n must be >= 1, got {args.n}")
+    from medgen_core.inference.cvae_outputs import generate_abr_samples
+
     net, prov = load_cvae(args.bundle, args.model, args.mode, args.device)
     path = generate_abr_samples(net, args.mode, args.n, args.seed, args.output, static_file=args.static,
                                 observation_noise=not args.no_noise, **prov)
@@ -175,12 +189,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from medgen_core.data.abr_simulator import time_axis_ms
     from medgen_core.evaluation.signal_metrics import (calibration, mmd_report, peak_errors, plot_calibration, plot_signals,
                                                         reconstruction_errors)
     from medgen_core.inference.cvae_sampling import sample_joint, sample_legacy
+    from medgen_core.provenance import sha256_file
     from medgen_core.training.cvae import normalized_tensors
 
     check_device(args.device)
+    args.device = resolve_device(args.device)
     heldout = load_abr_dataset(args.data)
     net, prov = load_cvae(args.bundle, args.model, args.mode, args.device)
     n = args.n or max(len(heldout) // 2, 2)

@@ -15,19 +15,25 @@ import argparse
 import logging
 from pathlib import Path
 
+from medgen_core.cli._common import add_device_argument, check_device, device_override
+from medgen_core.cli._validation import non_negative_int
 from medgen_core.errors import MedGenError
 
 __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
 
+# The choices and defaults the options show, copied from medgen_core.evaluation.genseg_benchmark (METHODS,
+# GenSegBenchmarkConfig) and medgen_core.training.segmentation (SEGMENTERS): importing those loads MONAI, which
+# would make 'medgen genseg --help' take seconds. tests/test_cli_startup.py keeps the copies equal.
+METHODS = ("a_plain", "b_classic", "c_separate", "d_genseg", "e_more_labels")
+SEGMENTERS = ("unet", "attention_unet", "basic_unet")
+BENCHMARK_DEFAULTS = {"draws": 5, "seed": 0, "steps": 400, "pretrain_steps": 800, "batch_size": 4, "eval_every": 50,
+                      "segmenter": "unet", "lambda_syn": 1.0, "upper_params": "arch+generator", "threads": 1}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from medgen_core.cli._validation import non_negative_int
-    from medgen_core.evaluation.genseg_benchmark import METHODS, GenSegBenchmarkConfig
-    from medgen_core.training.segmentation import SEGMENTERS
-
-    d = GenSegBenchmarkConfig()
+    d = argparse.Namespace(**BENCHMARK_DEFAULTS, methods=METHODS)
     p = subparsers.add_parser("genseg", help="GenSeg: benchmark (9 labelled slices, 5 methods) and tissue segmentation",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("benchmark", "report", "segment"),
@@ -35,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="?", type=Path, default=None, help="segment: T1 volume (.nii/.nii.gz, .nrrd, .mha, DICOM)")
     p.add_argument("output", nargs="?", type=Path, default=None, help="segment: output label map (.nii/.nii.gz/.nrrd)")
     p.add_argument("--bundle", default="brain_tissue_genseg", help="segment: segmentation bundle (default brain_tissue_genseg)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="segment: compute device")
+    add_device_argument(p, what="segment: compute device")
     b = p.add_argument_group("benchmark (defaults: the reported settings)")
     b.add_argument("--out", type=Path, default=None, help="benchmark: output folder (results.json, results.md, dice_bars.png)")
     b.add_argument("--draws", type=int, default=d.draws, help=f"paired draws (default {d.draws})")
@@ -194,14 +200,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from medgen_core.bundles import discover_bundles, get_bundle, run_bundle_inference
-    from medgen_core.cli.upscale_cmd import check_output_path, device_override
+    from medgen_core.cli.upscale_cmd import check_output_path
     from medgen_core.errors import BundleError
     from medgen_core.io import read_volume
 
     if args.input is None or args.output is None:
         raise MedGenError("genseg segment needs INPUT and OUTPUT, e.g. medgen genseg segment t1.nii.gz tissue.nii.gz")
-    from medgen_core.cli._validation import check_device
-
     check_output_path(args.input, args.output)
     check_device(args.device)
     read_volume(args.input)  # fail fast with a clear message before loading a model

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from medgen_core.bundles import get_bundle
-from medgen_core.bundles.weights import load_state_dict_safely, load_verified_network
+from medgen_core.cli._common import add_device_argument, check_device, resolve_device
 from medgen_core.cli._validation import positive_int
-from medgen_core.errors import WeightsError
-from medgen_core.lab import LabError, interpolate_latents, run_bottleneck_sweep, run_mixing, run_restoration, write_interpolation
-from medgen_core.lab.evaluate import write_json
-from medgen_core.transforms.corruption import CORRUPTION_KINDS
+from medgen_core.errors import LabError, WeightsError
+
+if TYPE_CHECKING:  # torch, MONAI and the lab are imported where used: 'medgen lab --help' stays fast
+    import torch
 
 __all__ = ["LabContext", "register"]
 
@@ -40,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle name or folder (default {DEFAULT_BUNDLE})")
     p.add_argument("--config", type=Path, default=None, help="lab config instead of the bundle's configs/lab.json")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_argument(p, default="cpu", what="torch device")
     p.add_argument("--iterations", type=int, default=None, help="sweep/restore: training iterations (overrides the config)")
     p.add_argument("--latent-sizes", default=None, help="sweep: comma-separated latent sizes, e.g. 8,16,32")
     p.add_argument("--conditioning", default=None, choices=("onehot", "embedding", "film"), help="sweep: conditioning strategy")
@@ -82,6 +79,7 @@ class LabContext:
     def __init__(self, bundle: str, config: Path | None, device: str) -> None:
         from monai.bundle import ConfigParser
 
+        from medgen_core.bundles import get_bundle
         from medgen_core.bundles.config_safety import check_config
         from medgen_core.bundles.inspection import require_inspected
         from medgen_core.bundles.overrides import literal_overrides, torch_device
@@ -128,6 +126,8 @@ class LabContext:
 
     def autoencoder(self, spec: str, latent_size: int | None = None, conditioning: str | None = None) -> torch.nn.Module:
         """A trained autoencoder: a variant of the bundle (sha256-checked) or a ``model.pt`` path."""
+        from medgen_core.bundles.weights import load_state_dict_safely, load_verified_network
+
         overrides = {k: v for k, v in (("latent_size", latent_size), ("conditioning", conditioning)) if v is not None}
         defaults = {"latent_size": self.parser["latent_size"], "conditioning": self.parser["conditioning"]}
         net = self.get("network_def", **{**defaults, **overrides})
@@ -145,6 +145,8 @@ class LabContext:
 
 
 def _sweep(ctx: LabContext, args: argparse.Namespace) -> str:
+    from medgen_core.lab import run_bottleneck_sweep
+
     sizes = _numbers(args.latent_sizes, int, "--latent-sizes") or ctx.parser["sweep"]["latent_sizes"]
     conditioning = args.conditioning or ctx.parser["sweep"]["conditioning"]
     overrides = {"sweep#train_config#iterations": args.iterations} if args.iterations is not None else {}
@@ -179,6 +181,7 @@ def _pick(ctx: LabContext, spec: dict[str, Any]) -> tuple[torch.Tensor, int, str
 
 def _interpolate(ctx: LabContext, args: argparse.Namespace) -> str:
     from medgen_core.data.samples import mni152_t1_path
+    from medgen_core.lab import interpolate_latents, write_interpolation
 
     cfg = ctx.parser["interpolation"]
     steps = args.steps or int(cfg["steps"])
@@ -196,6 +199,8 @@ def _interpolate(ctx: LabContext, args: argparse.Namespace) -> str:
 
 
 def _mix(ctx: LabContext, args: argparse.Namespace) -> str:
+    from medgen_core.lab import run_mixing
+
     cfg = ctx.parser["mixing"]
     enc_spec, dec_spec = args.encoder or cfg["encoder_variant"], args.decoder or cfg["decoder_variant"]
     model_a = ctx.autoencoder(enc_spec, args.encoder_latent_size, args.encoder_conditioning)
@@ -213,6 +218,10 @@ def _mix(ctx: LabContext, args: argparse.Namespace) -> str:
 
 
 def _restore(ctx: LabContext, args: argparse.Namespace) -> str:
+    from medgen_core.bundles.weights import load_verified_network
+    from medgen_core.lab import run_restoration
+    from medgen_core.transforms.corruption import CORRUPTION_KINDS
+
     cfg = ctx.parser["restoration"]
     kinds = (args.kinds.split(",") if args.kinds else None) or list(cfg["kinds"])
     levels = _numbers(args.levels, float, "--levels") or list(cfg["levels"])
@@ -244,10 +253,10 @@ def run(args: argparse.Namespace) -> int:
         raise LabError(f"--steps must be >= 2 (the two endpoints), got {args.steps}")
     if args.out.exists() and not args.out.is_dir():
         raise LabError(f"{args.out}: --out must be a folder, and this is a file")
-    from medgen_core.cli._validation import check_device
+    from medgen_core.lab.evaluate import write_json
 
     check_device(args.device)
-    ctx = LabContext(args.bundle, args.config, args.device)
+    ctx = LabContext(args.bundle, args.config, resolve_device(args.device))
     created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
     try:

@@ -15,11 +15,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medgen_core.bundles import BundleInfo, run_bundle_inference
 from medgen_core.errors import ImageWriteError, ProvenanceError
 from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, Volume, check_output_folder, check_output_path, format_of, read_volume
+
+if TYPE_CHECKING:
+    from medgen_core.bundles import BundleInfo
 
 __all__ = ["FORMATS", "add_output_format_arguments", "check_output", "run_bundle_to_output"]
 
@@ -81,6 +83,8 @@ def run_bundle_to_output(
     The volume is in the bundle output's own voxel order (a DICOM series of a left-handed grid
     reads back with its slice order reversed, see :mod:`medgen_core.io.dicom_writer`).
     """
+    from medgen_core.bundles import run_bundle_inference
+
     if fmt != "dicom":
         out = run_bundle_inference(bundle, input_path, output_path, overrides)
         return out, read_volume(out)

@@ -21,10 +21,6 @@ import argparse
 import json
 from typing import Any
 
-from medgen_core.provenance import read_provenance, verify_provenance
-from medgen_core.provenance.signing import installation_key
-from medgen_core.provenance.trust import trust_add, trust_file, trust_remove, trusted_keys
-
 __all__ = ["EXIT_CODES", "EXIT_UNTRUSTED", "register"]
 
 #: Exit code of ``medgen provenance verify`` for each verification status.
@@ -83,6 +79,8 @@ def register(subparsers: Any) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from medgen_core.provenance import read_provenance
+
     found = read_provenance(args.file)
     if args.json:
         print(json.dumps(found, indent=2, sort_keys=True))
@@ -123,6 +121,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from medgen_core.provenance import verify_provenance
+
     result = verify_provenance(args.file)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
@@ -134,12 +134,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _trust_add(args: argparse.Namespace) -> int:
+    from medgen_core.provenance.trust import trust_add, trust_file
+
     key = trust_add(args.key_file, args.name)
     print(f"trusted key {key.key_id} from {args.key_file} (list: {trust_file()})")
     return 0
 
 
 def _trust_list(args: argparse.Namespace) -> int:
+    from medgen_core.provenance.trust import trusted_keys
+
     for key_id, entry in sorted(trusted_keys().items(), key=lambda kv: (not kv[1].own, kv[0])):
         where = "this installation" if entry.own else f"{entry.name}, added {entry.added_at}"
         print(f"{key_id}  {where}")
@@ -147,12 +151,16 @@ def _trust_list(args: argparse.Namespace) -> int:
 
 
 def _trust_remove(args: argparse.Namespace) -> int:
+    from medgen_core.provenance.trust import trust_remove
+
     key = trust_remove(args.key_id)
     print(f"removed key {key.key_id} from the trust list")
     return 0
 
 
 def _key_show(args: argparse.Namespace) -> int:
+    from medgen_core.provenance.signing import installation_key
+
     key = installation_key()
     print(f"key id:      {key.public.key_id}")
     print(f"public key:  {key.public_path}")

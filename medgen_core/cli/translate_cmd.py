@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medgen_core.bundles import BundleInfo, discover_bundles, get_bundle
-from medgen_core.cli._validation import check_device, check_preview_path, positive_int
+from medgen_core.cli._common import add_device_argument, check_device, device_override
+from medgen_core.cli._validation import check_preview_path, positive_int
 from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
-from medgen_core.cli.upscale_cmd import device_override
 from medgen_core.errors import BundleError
 from medgen_core.io import Volume, read_volume
+
+if TYPE_CHECKING:
+    from medgen_core.bundles import BundleInfo
 from medgen_core.utils.progress import progress_mode
 
 __all__ = ["register", "translation_bundle", "write_translation_preview"]
@@ -33,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--direction", default=None, choices=("a2b", "b2a"), help="for two-way (CycleGAN) bundles: a2b (default) or b2a")
     p.add_argument("--slice-axis", type=int, default=None, choices=(0, 1, 2), help="slice axis after reorientation to RAS (default 2: axial)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="slices per forward pass (>= 1)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
+    add_device_argument(p)
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage of the middle slice (input / output)")
     add_output_format_arguments(p)
     p.add_argument("--progress", default=None, choices=("bar", "json"),
@@ -43,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def translation_bundle(name: str, direction: str | None) -> BundleInfo:
     """The bundle, checked to be a translation bundle that supports ``direction``."""
+    from medgen_core.bundles import discover_bundles, get_bundle
+
     bundle = get_bundle(name)
     if bundle.medgen_task != "translate":
         available = sorted(n for n, b in discover_bundles().items() if b.medgen_task == "translate")
