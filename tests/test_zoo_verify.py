@@ -14,7 +14,8 @@ import torch
 from bundle_testing import BUNDLE_IDS, BUNDLES, REPO, snapshot_bundle
 from medgen_core.bundles.conformance import check_large_files, check_metadata, run_checks, zoo_verdict
 from medgen_core.bundles.large_files import write_large_files
-from medgen_core.bundles.zoo_verify import FULL_STEPS, MIN_STEPS, STEPS, first_failure, main, verify, verify_data_shape
+from medgen_core.bundles.zoo_ci import main
+from medgen_core.bundles.zoo_verify import FULL_STEPS, MIN_STEPS, STEPS, first_failure, verify, verify_data_shape
 from medgen_core.cli.main import main as medgen_main
 
 logging.getLogger("monai").setLevel(logging.WARNING)  # MONAI's functions log every argument at INFO
@@ -195,3 +196,17 @@ def test_scripted_generators_equal_eager(tmp_path: Path) -> None:
             assert float((scripted(x) - net(x)).abs().max()) <= 1e-6
         with pytest.raises(Exception, match="divisible by"):
             scripted(torch.rand(1, shape[1], 4, 4))
+
+
+def test_check_modules_import_one_way() -> None:
+    """conformance -> monai_checks -> zoo_verify: neither lower module imports conformance (no import cycle)."""
+    import ast
+
+    import medgen_core.bundles.monai_checks as monai_checks
+    import medgen_core.bundles.zoo_verify as zoo_verify
+
+    for module in (monai_checks, zoo_verify):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(name.endswith("conformance") for name in imported), f"{module.__name__} imports {sorted(imported)}"

@@ -29,6 +29,19 @@ _HEADER = (
 )
 
 
+_HASHES = ("md5", "sha1", "sha256", "sha512")  # what MONAI's check_hash supports
+
+
+def _digest(path: Path, hash_type: str) -> str:
+    import hashlib
+
+    h = hashlib.new(hash_type.lower())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def find_large_files(bundle_root: str | Path) -> Path | None:
     """The bundle's ``large_files.{json,yaml,yml}`` as the zoo picks it (the last of those names present), or None."""
     found = None
@@ -69,8 +82,6 @@ def check_large_files(bundle_root: str | Path, require_listed: tuple[Path, ...] 
     key; ``""`` for a shipped file), and a hash that the present file matches; an http URL is refused (the
     zoo expects a stable https host). Files in ``require_listed`` (e.g. every weight file) must be listed.
     """
-    from monai.apps.utils import check_hash
-
     root = Path(bundle_root)
     path = find_large_files(root)
     if path is None:
@@ -102,7 +113,9 @@ def check_large_files(bundle_root: str | Path, require_listed: tuple[Path, ...] 
             problems.append(f"{where}: no hash_val, so the file cannot be verified")
         if not target.is_file():
             problems.append(f"{where}: the file is missing" + (f" (it would be downloaded from {url})" if url else " and there is no url to fetch it from"))
-        elif hash_val is not None and not check_hash(target, hash_val, hash_type):
+        elif hash_type.lower() not in _HASHES:
+            problems.append(f"{where}: hash_type {hash_type!r} is not one of {sorted(_HASHES)}")
+        elif hash_val is not None and _digest(target, hash_type) != str(hash_val).lower():
             problems.append(f"{where}: the file does not match its {hash_type} {hash_val} (rewrite the list: python scripts/write_large_files.py {root})")
     for need in require_listed:
         if Path(need).resolve() not in listed:

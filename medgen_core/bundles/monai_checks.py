@@ -1,7 +1,7 @@
 """Conformance checks that execute a bundle's configs, each in a subprocess.
 
 * :func:`run_zoo_steps`: the Model Zoo's full-mode steps and MedGen's two network checks
-  (:mod:`medgen_core.bundles.zoo_verify`, run as ``python -m medgen_core.bundles.zoo_verify``), all in one
+  (:mod:`medgen_core.bundles.zoo_verify`, run as ``python -m medgen_core.bundles.zoo_ci``), all in one
   subprocess, with the zoo's own defaults: nothing in the bundle's metadata changes them.
 * :func:`check_run`: MedGen's end-to-end check, ``python -m monai.bundle run`` on a sample volume. It is the
   only check that reads ``"medgen": {"check_args": {"run": {"args": {...}, "reason": "..."}}}`` (for
@@ -89,7 +89,7 @@ def run_zoo_steps(bundle_root: str | Path, steps: list[str] | tuple[str, ...], w
     root, work = Path(bundle_root).absolute(), Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out = work / "zoo_results.json"
-    argv = [sys.executable, "-m", "medgen_core.bundles.zoo_verify", str(root), "--steps", *steps, "--work-dir", str(work), "--json-out", str(out)]
+    argv = [sys.executable, "-m", "medgen_core.bundles.zoo_ci", str(root), "--steps", *steps, "--work-dir", str(work), "--json-out", str(out)]
     try:
         done = subprocess.run(argv, cwd=work, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
         results = {r["name"]: ZooStep(**r) for r in json.loads(out.read_text(encoding="utf-8"))} if out.is_file() else {}

@@ -36,14 +36,13 @@ network; the output's channels, dtype and evaluable spatial shape checked) and `
 The differences from the zoo are deliberate: no network access, nothing written into the bundle (the
 export goes to ``work_dir``), and paths reach MONAI's config parser as inert literals.
 
-Command line (what ``medgen bundle check`` runs in a subprocess)::
+Command line (what ``medgen bundle check`` runs in a subprocess; :mod:`medgen_core.bundles.zoo_ci`)::
 
-    python -m medgen_core.bundles.zoo_verify monai_bundles/brain_tissue_genseg -m full [--json-out FILE]
+    python -m medgen_core.bundles.zoo_ci monai_bundles/brain_tissue_genseg -m full [--json-out FILE]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -203,6 +202,22 @@ def _bundle_on_sys_path(root: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(ValueError):
             sys.path.remove(str(root))
+
+
+@contextlib.contextmanager
+def _quiet_monai() -> Iterator[None]:
+    """MONAI's bundle functions log every argument and file check at INFO; only warnings pass while a step runs."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("monai.apps", "monai.bundle.scripts", "monai.bundle")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _bundle_root_override(root: Path) -> Any:
@@ -507,7 +522,8 @@ def verify(bundle_root: str | Path, mode: str = "full", steps: tuple[str, ...] |
                 results.append(ZooStep(step, "excluded", reason))
                 continue
             try:
-                results.append(ZooStep(step, "pass", runners[step]()))
+                with _quiet_monai():
+                    results.append(ZooStep(step, "pass", runners[step]()))
             except Exception as err:  # any failure is the step's finding, reported as one line
                 results.append(ZooStep(step, "fail", _one_line(err)))
     return results
@@ -517,36 +533,3 @@ def first_failure(results: list[ZooStep], mode: str = "full") -> ZooStep | None:
     """The step at which the zoo's ``ci/verify_bundle.py -m <mode>`` would stop, or None when it passes."""
     steps = MIN_STEPS if mode == "min" else FULL_STEPS
     return next((r for r in results if r.name in steps and r.status == "fail"), None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m medgen_core.bundles.zoo_verify BUNDLE [-m min|full] [--steps ...] [--json-out FILE]``: exit 0 when all pass."""
-    ap = argparse.ArgumentParser(prog="python -m medgen_core.bundles.zoo_verify", description=__doc__.splitlines()[0])
-    ap.add_argument("bundle", type=Path, help="bundle folder")
-    ap.add_argument("-m", "--mode", choices=("min", "full"), default="full")
-    ap.add_argument("--steps", nargs="+", choices=STEPS, default=None, help="run only these steps")
-    ap.add_argument("--work-dir", type=Path, default=None, help="folder for the TorchScript export (default: a temporary one)")
-    ap.add_argument("--model-info", type=Path, default=None, help="the zoo's models/model_info.json (published versions)")
-    ap.add_argument("--device", default=None, help="MONAI's default when omitted: cuda:0 if available, else cpu")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON to this file")
-    args = ap.parse_args(argv)
-    if not (args.bundle / "configs").is_dir() and not (args.bundle / "LICENSE").exists():
-        print(f"{args.bundle}: not a bundle folder (no configs/)", file=sys.stderr)
-        return 2
-    results = verify(args.bundle, args.mode, args.steps, args.work_dir, args.model_info, args.device)
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps([r.to_dict() for r in results], indent=4) + "\n", encoding="utf-8")
-    for r in results:
-        print(f"{r.status.upper():8} {r.name}: {r.message}")
-    for m in ("min", "full"):
-        stop = first_failure(results, m)
-        ran = set(MIN_STEPS if m == "min" else FULL_STEPS) <= {r.name for r in results}
-        if stop is not None:
-            print(f"zoo ci/verify_bundle.py -m {m}: fails at {stop.name}")
-        elif ran:
-            print(f"zoo ci/verify_bundle.py -m {m}: passes")
-    return 0 if all(r.passed for r in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
