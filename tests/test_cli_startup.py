@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from medgen_core.cli import genseg_cmd
+from medgen_core.cli import demo_cmd, genseg_cmd
 from medgen_core.cli._common import EXIT_INTERNAL, EXIT_USER, missing_package_message, report_error
 from medgen_core.cli.main import COMMANDS, build_parser, main
 
 HEAVY = ("torch", "monai", "diffusers", "transformers")
 # the commands whose modules keep every heavy import inside the functions that run them
-LIGHT_COMMANDS = ("translate", "augment", "genseg", "lab", "cvae", "provenance")
+LIGHT_COMMANDS = ("demo", "translate", "augment", "genseg", "lab", "cvae", "provenance")
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -89,8 +89,12 @@ def test_help_lists_every_command_with_its_modules_own_help() -> None:
     assert {a.dest: a.help for a in lazy._subparsers._group_actions[0]._choices_actions} == registered
 
 
-def test_genseg_help_values_are_the_benchmarks() -> None:
-    """genseg_cmd's copies of the benchmark's choices and defaults (kept there so that its help stays light)."""
+def test_help_values_copied_into_light_modules_are_the_originals() -> None:
+    """demo_cmd's and genseg_cmd's copies of choices and defaults (kept there so that their help stays light)."""
+    from medgen_core.cli.upscale_cmd import DEFAULT_SR_BUNDLE
+    from medgen_core.transforms.degradation import DEGRADATIONS
+
+    assert demo_cmd.DEGRADATIONS == DEGRADATIONS and demo_cmd.DEFAULT_SR_BUNDLE == DEFAULT_SR_BUNDLE
     from medgen_core.evaluation.genseg_benchmark import METHODS, GenSegBenchmarkConfig
     from medgen_core.training.segmentation import SEGMENTERS
 

@@ -16,22 +16,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from medgen_core.bundles import get_bundle, run_bundle_inference
 from medgen_core.cli._validation import non_negative_float
-from medgen_core.cli.upscale_cmd import DEFAULT_SR_BUNDLE
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_brain_mask, load_mni152_t1
 from medgen_core.errors import MedGenError
-from medgen_core.evaluation.metrics import masked_psnr, masked_ssim
-from medgen_core.inference import bicubic_upscale_volume
-from medgen_core.inference.geometry import upscaled_affine
-from medgen_core.inference.preview import save_montage
 from medgen_core.io import Volume, read_volume, write_volume
-from medgen_core.provenance import verify_provenance
-from medgen_core.transforms.degradation import DEGRADATIONS, degrade
 
 __all__ = ["register", "held_out_slab", "downscaled_volume"]
+
+# Copies of medgen_core.transforms.degradation.DEGRADATIONS and medgen_core.cli.upscale_cmd.DEFAULT_SR_BUNDLE
+# (importing those loads torch, which would slow 'medgen demo --help'); tests/test_cli_startup.py keeps them equal.
+DEGRADATIONS = ("gaussian", "block", "kspace")
+DEFAULT_SR_BUNDLE = "brain_mri_super_resolution"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +55,11 @@ def held_out_slab(multiple: int = 4) -> tuple[Volume, np.ndarray]:
 
 def downscaled_volume(hr: Volume, scale: int, degradation: str) -> Volume:
     """In-plane degraded copy of ``hr`` on the centred low-resolution grid (the exact inverse of the SR geometry)."""
+    import torch
+
+    from medgen_core.inference.geometry import upscaled_affine
+    from medgen_core.transforms.degradation import degrade
+
     lr = degrade(torch.from_numpy(hr.array), scale, degradation, axes=(0, 1)).numpy()
     # upscaled_affine maps the LR grid to the HR grid, so the LR affine is HR's with the inverse map
     lr_affine = hr.affine @ np.linalg.inv(upscaled_affine(np.eye(4), (scale, scale, 1)))
@@ -69,6 +70,8 @@ def thick_slice_volume(hr: Volume, axis: int, factor: float) -> Volume:
     """``hr`` made into slices ``factor`` times thicker along ``axis`` with a box profile (thickness = spacing), on the
     grid-centred thick grid (the exact inverse of the through-plane geometry); ``hr.shape[axis]`` must be a whole
     multiple of ``factor``."""
+    import torch
+
     from medgen_core.transforms.resolution_sim import AxisDegradation, apply_axis_degradation
 
     thick = apply_axis_degradation(torch.from_numpy(np.asarray(hr.array, dtype=np.float32)), AxisDegradation(axis, factor, "block", factor), dim=axis)
@@ -79,6 +82,11 @@ def thick_slice_volume(hr: Volume, axis: int, factor: float) -> Volume:
 
 def through_plane_example(bundle, out: Path, mm: float, adapt_seconds: float) -> dict:
     """The held-out slab with ``mm`` sagittal slices, back to 1 mm with ``--axes through``; metrics vs the B-spline."""
+    import torch
+
+    from medgen_core.bundles import run_bundle_inference
+    from medgen_core.inference.preview import save_montage
+    from medgen_core.provenance import verify_provenance
     from medgen_core.transforms.resolution_sim import exact_lengths, interpolate_to_hr
 
     slab, mask = held_out_slab()
@@ -107,12 +115,21 @@ def through_plane_example(bundle, out: Path, mm: float, adapt_seconds: float) ->
 
 
 def _metrics(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    import torch
+
+    from medgen_core.evaluation.metrics import masked_psnr, masked_ssim
+
     to = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, 2, 0)))[:, None]  # noqa: E731
     p, t, m = to(np.clip(pred, 0, truth.max())), to(truth), to(mask)
     return {"psnr": masked_psnr(p, t, m), "ssim": masked_ssim(p, t, m)}
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgen_core.bundles import get_bundle, run_bundle_inference
+    from medgen_core.inference import bicubic_upscale_volume
+    from medgen_core.inference.preview import save_montage
+    from medgen_core.provenance import verify_provenance
+
     bundle = get_bundle(args.bundle)
     variant = bundle.metadata.get("medgen", {}).get("default_variant", {}).get(str(args.scale), f"x{args.scale}_mixed")
     out = args.out
