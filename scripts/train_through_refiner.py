@@ -45,12 +45,14 @@ def make_pool(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(xs), torch.stack(ys)
 
 
-def train(inputs: torch.Tensor, targets: torch.Tensor, steps: int, seed: int, lr: float = 2e-3, batch: int = 16, patch: int = 48):
+def train(inputs: torch.Tensor, targets: torch.Tensor, steps: int, seed: int, lr: float = 2e-3, batch: int = 16, patch: int = 48,
+          network: dict | None = None):
     from medgen_core.networks.slice_refiner import SliceRefiner
 
+    network = network or NETWORK
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = SliceRefiner(**NETWORK)
+    net = SliceRefiner(**network)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     span = inputs.shape[-1] - patch + 1
     losses = []
@@ -75,7 +77,7 @@ def train(inputs: torch.Tensor, targets: torch.Tensor, steps: int, seed: int, lr
     return net.eval(), losses
 
 
-def install(net: torch.nn.Module, out_dir: Path, record: dict) -> Path:
+def install(net: torch.nn.Module, out_dir: Path, record: dict, network: dict | None = None) -> Path:
     """Write ``through_refiner.pt`` atomically; record file, sha256, network and training in ``metadata.json`` of a bundle."""
     models = out_dir / "models" if (out_dir / "configs").is_dir() else out_dir
     models.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ def install(net: torch.nn.Module, out_dir: Path, record: dict) -> Path:
     meta_path = out_dir / "configs" / "metadata.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        meta["medgen"]["through_plane"] = {"file": "models/through_refiner.pt", "sha256": sha, "network": NETWORK, "training": record}
+        meta["medgen"]["through_plane"] = {"file": "models/through_refiner.pt", "sha256": sha, "network": network or NETWORK, "training": record}
         tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
         tmp_meta.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
         tmp_meta.replace(meta_path)
@@ -102,20 +104,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BUNDLE, help="bundle folder (default: the SR bundle) or a plain folder")
+    parser.add_argument("--features", type=int, default=NETWORK["features"], help="refiner channels")
+    parser.add_argument("--layers", type=int, default=NETWORK["num_layers"], help="refiner 3x3 convolutions")
     args = parser.parse_args()
+    network = {**NETWORK, "features": args.features, "num_layers": args.layers}
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     inputs, targets = make_pool(args.pool, args.seed + 1)
     t1 = time.perf_counter()
     print(f"pool of {args.pool} draws in {t1 - t0:.1f} s", flush=True)
-    net, losses = train(inputs, targets, args.steps, args.seed)
+    net, losses = train(inputs, targets, args.steps, args.seed, network=network)
     t2 = time.perf_counter()
     last = losses[-300:] or losses
     record = {"data": "SyntheticSRPairs(axes_mode='through', slice_axis=0, kinds=('slice_box', 'block'), real_t1_prob=0), held-out MNI slab excluded",
               "factors": list(FACTORS), "pool": args.pool, "steps": args.steps, "seed": args.seed, "patch": 48, "batch": 16, "loss": "MSE",
               "seconds": round(t2 - t1, 1), "threads": args.threads,
               "final_mse": round(sum(a for a, _ in last) / len(last), 6), "bspline_mse": round(sum(b for _, b in last) / len(last), 6)}
-    install(net, args.out, record)
+    install(net, args.out, record, network)
     print(json.dumps(record))
 
 

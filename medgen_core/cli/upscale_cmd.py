@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medgen_core.bundles import get_bundle
+from medgen_core.cli._common import add_device_argument, device_override
 from medgen_core.cli._validation import check_device, check_preview_path, non_negative_float, positive_float, positive_int
 from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
 from medgen_core.errors import BundleError, ImageWriteError, SuperResolutionError
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-gate", action="store_true",
                    help="skip the never-worse gate (self-check against interpolation, blend/fallback, data-consistency projection)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="slices per forward pass (>= 1)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
+    add_device_argument(p)
     p.add_argument("--bundle", default=DEFAULT_SR_BUNDLE, help="super-resolution bundle name or folder")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG montage (input / bicubic / model)")
     add_output_format_arguments(p)
@@ -81,12 +82,6 @@ def check_output_path(input_path: Path, output_path: Path) -> None:
     from medgen_core.io import check_output_path as check_output_file
 
     check_output_file([input_path], output_path)  # every file of the input (detached data, DICOM folder), links, loops, read-only
-
-
-def device_override(device: str) -> dict:
-    if device == "auto":
-        return {}
-    return {"device": f"$torch.device('{device}')"}
 
 
 def run(args: argparse.Namespace) -> int:

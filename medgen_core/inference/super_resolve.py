@@ -275,10 +275,11 @@ class VolumeSuperResolver:
             shape[keep : keep + 1] = [shape[keep] // self.scale, self.scale]
             y = y.reshape(shape).mean(axis=keep + 1)
             factors[slice_axis] = float(self.scale)
-        y = y * norm
+        y = np.asarray(y, dtype=np.float32)
+        y *= norm  # in place: the output is the largest array here
         if self.clamp:
-            y = np.clip(y, lo, hi)
-        return y.astype(np.float32), tuple(factors)
+            np.clip(y, lo, hi, out=y)
+        return y, tuple(factors)
 
     def __call__(self, volume: Volume) -> GeneratedVolume:
         """Upscaled copy of ``volume``; the output covers the same physical box (see :mod:`.geometry`) and carries
