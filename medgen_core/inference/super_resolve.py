@@ -43,6 +43,9 @@ __all__ = ["VolumeSuperResolver", "bicubic_upscale_volume", "pick_slice_axis", "
 
 logger = logging.getLogger(__name__)
 
+#: Low-resolution pixels per forward pass at most (8 MNI-sized axial slices; 2 slices of 512 x 512).
+PIXELS_PER_BATCH = 1 << 19
+
 
 def pick_slice_axis(spacing: tuple[float, float, float]) -> int:
     """The through-plane axis: the odd one out when two spacings are equal (``(2, 2, 1)`` -> 2,
@@ -134,12 +137,18 @@ class VolumeSuperResolver:
         self.inferer = SlidingWindowInferer(roi_size=(roi_size, roi_size), sw_batch_size=batch_size, overlap=0.25, mode="gaussian")
         self.last_gate: GateReport | None = None
 
+    def planes_per_batch(self, plane_shape: tuple[int, ...]) -> int:
+        """Planes per forward pass: ``batch_size``, fewer for large planes so that a batch holds at most
+        :data:`PIXELS_PER_BATCH` low-resolution pixels (the network's activations are ``~num_feat`` times that)."""
+        return max(1, min(self.batch_size, PIXELS_PER_BATCH // max(1, int(np.prod(plane_shape)))))
+
     @torch.no_grad()
     def _network_batches(self, stack: np.ndarray, desc: str | None) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, upscaled batch)`` for the planes ``(N, h, w)`` of ``stack`` (normalised intensities)."""
-        starts = range(0, stack.shape[0], self.batch_size)
+        batch = self.planes_per_batch(stack.shape[1:])
+        starts = range(0, stack.shape[0], batch)
         for start in progress(starts, desc=desc or "", unit="batch", disable=not self.progress or desc is None):
-            x = torch.from_numpy(np.ascontiguousarray(stack[start : start + self.batch_size]))[:, None].to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(stack[start : start + batch]))[:, None].to(self.device)
             y = self.network(x) if max(x.shape[-2:]) <= self.inferer.roi_size[0] else self.inferer(x, self.network)
             yield start, y[:, 0].float().cpu().numpy()
 
@@ -225,6 +234,7 @@ class VolumeSuperResolver:
             y = self._upscale_stack(stack, desc)
             return np.moveaxis(np.clip(y, lo, hi) if self.clamp else y, 0, slice_axis)
         report = self.self_check(stack, lo, hi)
+        batch = self.planes_per_batch(stack.shape[1:])
         spec = AxisDegradation(**{k: v for k, v in report.degradation.items() if k != "operator"})
         out = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), dtype=np.float32)
         project = ConsistencyProjector.from_specs((1, *out.shape[1:]), {1: spec, 2: spec})
@@ -232,10 +242,10 @@ class VolumeSuperResolver:
         if report.alpha > 0:
             batches = self._network_batches(stack, desc)
         else:  # interpolation only: the network is not run on the volume
-            batches = ((i, None) for i in progress(range(0, stack.shape[0], self.batch_size), desc=f"{desc} (interpolation)",
+            batches = ((i, None) for i in progress(range(0, stack.shape[0], batch), desc=f"{desc} (interpolation)",
                                                    unit="batch", disable=not self.progress))
         for start, model in batches:
-            xs = stack[start : start + self.batch_size]
+            xs = stack[start : start + batch]
             y = _bicubic_stack(xs, s)
             if model is not None:
                 y = y + report.alpha * (model - y)

@@ -151,9 +151,13 @@ def pixel_sha256(array: np.ndarray) -> str:
     little-endian bytes in C order, so the same pixels give the same hash whether they come from
     NIfTI or NRRD, compressed or not.
     """
-    data = np.ascontiguousarray(array, dtype="<f4")
+    data = np.asarray(array)
     digest = hashlib.sha256(str(tuple(int(s) for s in data.shape)).encode("ascii"))
-    digest.update(data.tobytes(order="C"))
+    if data.ndim == 0:
+        digest.update(np.ascontiguousarray(data, dtype="<f4").tobytes())
+        return digest.hexdigest()
+    for i in range(data.shape[0]):  # C order, one leading-axis slice at a time: no copy of a large volume
+        digest.update(np.ascontiguousarray(data[i], dtype="<f4"))
     return digest.hexdigest()
 
 

@@ -142,7 +142,7 @@ def embed_watermark(
     Raises:
         ValueError: If ``array`` is not 2D/3D, holds non-finite values, or ``strength`` is not in (0, 0.1].
     """
-    x = np.asarray(array, dtype=np.float64)
+    x = np.asarray(array)
     if x.ndim == 2:
         return embed_watermark(x[:, :, None], strength=strength, max_modulation=max_modulation, key=key)[:, :, 0]
     if x.ndim != 3:
@@ -151,14 +151,37 @@ def embed_watermark(
         raise ValueError(f"embed_watermark: strength must be in (0, 0.1], got {strength}")
     if not np.all(np.isfinite(x)):
         raise ValueError("embed_watermark: the volume holds NaN or Inf values")
-    lo, data_range = _floor(x), float(x.max() - x.min())
-    mark = np.clip(x - lo, 0.0, None) * _tiled(watermark_tile(key), x.shape)
-    rms = float(np.sqrt(np.mean(mark**2)))
+    tile = watermark_tile(key)
+    lo, x_min, x_max = _floor(x), float(x.min()), float(x.max())
+    data_range = x_max - x_min
+    # slab by slab along the last axis (float64 inside a slab), so that a large volume is never copied whole
+    step = max(1, _SLAB_VOXELS // max(1, x.shape[0] * x.shape[1]))
+    slabs = [slice(z, min(z + step, x.shape[2])) for z in range(0, x.shape[2], step)]
+
+    def mark(z: slice) -> tuple[np.ndarray, np.ndarray]:
+        xz = np.asarray(x[:, :, z], dtype=np.float64)
+        return xz, np.clip(xz - lo, 0.0, None) * _tiled_region(tile, x.shape[:2], z)
+
+    rms = float(np.sqrt(sum(float(np.sum(mark(z)[1] ** 2)) for z in slabs) / x.size))
     if data_range <= 0 or rms == 0.0:
         return x.astype(np.float32)
     amplitude = min(strength * data_range / rms, max_modulation)
-    marked = np.clip(x + amplitude * mark, x.min(), x.max())  # never outside the input's range
-    return marked.astype(np.float32)
+    marked = np.empty(x.shape, dtype=np.float32)
+    for z in slabs:
+        xz, m = mark(z)
+        marked[:, :, z] = np.clip(xz + amplitude * m, x_min, x_max)  # never outside the input's range
+    return marked
+
+
+#: Voxels per slab of :func:`embed_watermark` (about 64 MB of float64 per temporary).
+_SLAB_VOXELS = 1 << 23
+
+
+def _tiled_region(tile: np.ndarray, plane: tuple[int, int], z: slice) -> np.ndarray:
+    """The tiling of :func:`_tiled` (origin at index 0 on every axis) restricted to ``[:plane[0], :plane[1], z]``."""
+    n = tile.shape
+    ix, iy, iz = (np.arange(plane[0]) % n[0], np.arange(plane[1]) % n[1], np.arange(z.start, z.stop) % n[2])
+    return tile[np.ix_(ix, iy, iz)]
 
 
 def _tiled(tile: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -36,12 +36,24 @@ __all__ = ["WATERMARK_PARAMETER", "mark_generated_volume", "watermark_parameters
 WATERMARK_PARAMETER = "watermark"
 
 
+def _chunks(array: np.ndarray, voxels: int = 1 << 22):
+    """Leading-axis slabs of ``array`` (views) of about ``voxels`` voxels, float64 where needed: reductions over a
+    large volume without a full-size temporary."""
+    a = np.asarray(array)
+    if a.ndim == 0:
+        yield a.astype(np.float64)
+        return
+    step = max(1, voxels // max(1, a[0].size))
+    for i in range(0, a.shape[0], step):
+        yield a[i : i + step].astype(np.float64, copy=False)
+
+
 def watermark_parameters(
     original: np.ndarray, marked: np.ndarray, strength: float = DEFAULT_STRENGTH
 ) -> dict[str, Any]:
     """The record of an embedded mark: scheme, version, strength, measured PSNR and how to detect it."""
-    diff = marked.astype(np.float64) - original.astype(np.float64)
-    rms = float(np.sqrt(np.mean(diff**2)))
+    sq = sum(float(np.sum((np.asarray(m, dtype=np.float64) - o) ** 2)) for o, m in zip(_chunks(original), _chunks(marked)))
+    rms = float(np.sqrt(sq / max(1, original.size)))
     data_range = float(np.ptp(original))
     return {
         "scheme": SCHEME,
@@ -74,10 +86,10 @@ def mark_generated_volume(volume: Volume, metadata: GenerationMetadata, strength
     array = volume.array
     if array.size < MIN_VOXELS or metadata.disclosure == DERIVED_LABEL_DISCLOSURE:
         return volume
-    if np.array_equal(array, np.round(array)):  # integer-valued: a label map or already quantised
+    if all(np.array_equal(a, np.round(a)) for a in _chunks(array)):  # integer-valued: a label map or already quantised
         return volume
     marked = embed_watermark(array, strength=strength)
-    if np.array_equal(marked, array):
+    if all(np.array_equal(m, a) for m, a in zip(_chunks(marked), _chunks(array))):
         return volume
     metadata.parameters[WATERMARK_PARAMETER] = watermark_parameters(array, marked, strength)
     return dataclasses.replace(volume, array=marked)  # same affine, path, format (and subclass fields)
