@@ -152,10 +152,8 @@ def pixel_sha256(array: np.ndarray) -> str:
     NIfTI or NRRD, compressed or not.
     """
     data = np.asarray(array)
+    data = data.reshape(1) if data.ndim == 0 else data  # as np.ascontiguousarray did: a scalar hashes as shape (1,)
     digest = hashlib.sha256(str(tuple(int(s) for s in data.shape)).encode("ascii"))
-    if data.ndim == 0:
-        digest.update(np.ascontiguousarray(data, dtype="<f4").tobytes())
-        return digest.hexdigest()
     for i in range(data.shape[0]):  # C order, one leading-axis slice at a time: no copy of a large volume
         digest.update(np.ascontiguousarray(data[i], dtype="<f4"))
     return digest.hexdigest()
