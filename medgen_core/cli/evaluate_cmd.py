@@ -9,7 +9,8 @@ REAL and FAKE are each either
   closest RAS orientation, its axial slices (third axis) are the images.
 
 NIfTI and volume slices are arrays ``(X, Y)`` in RAS order; PNGs are ``(rows, columns)`` as stored, so
-compare like with like. Each side is divided by its own 99.9th percentile (units need not match).
+compare like with like. Each side is divided by its own 99.9th percentile (units need not match;
+with ``--paired`` both by REAL's, since a prediction is in its truth's units).
 
 Writes into DIR (created if needed; files replaced only when complete): ``realism.json`` (every number,
 the spectra, the settings), ``realism.md`` (a table) and ``realism_spectrum.png``. Metrics:
