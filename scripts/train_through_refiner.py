@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain the through-plane refiner shipped in monai_bundles/brain_mri_super_resolution (about 1.5 min, 1 CPU thread).
+"""Pretrain the through-plane refiner shipped in monai_bundles/brain_mri_super_resolution (about 17 min, 1 CPU thread).
 
 The start point that ``medgen upscale --axes through`` adapts per scan: a
 :class:`~medgen_core.networks.slice_refiner.SliceRefiner` trained on synthetic 2D pairs from
@@ -10,7 +10,7 @@ exactly as the per-scan pairs are made. A pool of draws is made first, then Adam
 48 x 48 crops with flips. Writes ``models/through_refiner.pt`` and records its sha256 in ``configs/metadata.json``
 (``medgen.through_plane``).
 
-    python scripts/train_through_refiner.py                  # 3000 draws, 1800 steps
+    python scripts/train_through_refiner.py --pool 6000 --steps 10000   # the shipped weights (about 17 min)
     python scripts/train_through_refiner.py --steps 200 --pool 300 --out /tmp/refiner   # a quick check
 """
 
