@@ -15,7 +15,11 @@ the configs before MONAI's commands execute them; ``install`` refuses a built-in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +138,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (MONAI's log handlers hold the stream or its file descriptor) to stderr,
+    so that stdout carries only the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _check(args: argparse.Namespace) -> int:
     info = get_bundle(args.name)
     names = args.only or (list(STATIC_CHECKS) if args.quick else list(CHECKS))
@@ -141,7 +161,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"checking {info.name} {info.version} at {info.path}")
     failed = 0
     records = []
-    for result in run_checks(info.path, names, trust=args.trust):
+    with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+        results = run_checks(info.path, names, trust=args.trust)
+    for result in results:
         if result.exempt_reason is not None:
             records.append({"check": result.name, "passed": True, "message": f"exempt: {result.exempt_reason}"})
             if not args.json:
