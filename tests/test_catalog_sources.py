@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,18 @@ LIST_KEYS = {"name", "display_name", "version", "path", "source", "hidden", "wei
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch) -> Path:
+def env(tmp_path: Path, monkeypatch) -> Iterator[Path]:
     """An empty user folder; no MEDGEN_BUNDLE_PATH, no MEDGEN_BUILTIN_BUNDLES; no importable medgen_bundles
     package other than what a test puts there (an editable install maps it onto the source tree)."""
     monkeypatch.setenv("MEDGEN_BUNDLE_DIR", str(tmp_path / "user"))
     monkeypatch.delenv("MEDGEN_BUNDLE_PATH", raising=False)
     monkeypatch.delenv("MEDGEN_BUILTIN_BUNDLES", raising=False)
-    monkeypatch.delitem(sys.modules, "medgen_bundles", raising=False)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    saved = sys.modules.pop("medgen_bundles", None)
+    yield tmp_path
+    sys.modules.pop("medgen_bundles", None)  # a test's stand-in package must not outlive it
+    if saved is not None:
+        sys.modules["medgen_bundles"] = saved
 
 
 @pytest.fixture(scope="module")
