@@ -1,8 +1,8 @@
-"""Start-up time of the ``medgen`` command line: median wall time of ``medgen --help`` (and of ``medgen CMD --help``)
-over fresh processes, plus the slowest imports from ``python -X importtime``.
+"""Start-up time of the ``medgen`` command line: median wall time of ``medgen --help`` and of every ``medgen CMD
+[ACTION ...] --help`` over fresh processes, plus the slowest imports from ``python -X importtime``.
 
-    python benchmarks/benchmark_cli_startup.py                      # medgen --help, 5 runs, top 12 imports
-    python benchmarks/benchmark_cli_startup.py --commands all       # also every 'medgen CMD --help'
+    python benchmarks/benchmark_cli_startup.py                      # medgen --help and every command and action, 5 runs each
+    python benchmarks/benchmark_cli_startup.py --commands upscale   # medgen --help and 'medgen upscale --help' only
     python benchmarks/benchmark_cli_startup.py --max-seconds 2      # exit 1 when a median is above 2 s (a CI step)
 
 A benchmark, not a test: the numbers depend on the machine's load and its disk cache (the first run after a
@@ -22,6 +22,23 @@ import sys
 import time
 
 HEAVY = ("torch", "monai", "diffusers", "transformers", "scipy", "SimpleITK", "matplotlib", "ignite")
+
+
+def every_command() -> list[str]:
+    """Every command and action of the full ``medgen`` parser, depth first: ``upscale``, ``bundle``, ``bundle list``, ..."""
+    from medgen_core.cli.main import build_parser
+
+    found: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append(" ".join((*prefix, name)))
+                    walk(sub, (*prefix, name))
+
+    walk(build_parser(), ())
+    return found
 
 
 def medgen_command() -> list[str]:
@@ -59,22 +76,19 @@ def import_profile(args: list[str]) -> list[tuple[str, float, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="processes per command (default 5; the median is reported)")
-    parser.add_argument("--commands", nargs="*", default=[], help="also time 'medgen CMD --help' for these commands ('all': every command)")
+    parser.add_argument("--commands", nargs="*", default=["all"],
+                        help="also time 'medgen CMD --help' for these ('bundle list' for an action; default 'all': every command and action)")
     parser.add_argument("--top", type=int, default=12, help="slowest imports to list (default 12)")
     parser.add_argument("--max-seconds", type=float, default=None, help="exit 1 when a median is above this")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    commands = args.commands
-    if commands == ["all"]:
-        from medgen_core.cli.main import COMMANDS
-
-        commands = list(COMMANDS)
+    commands = every_command() if args.commands == ["all"] else args.commands
     base = medgen_command()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {' '.join(base)}")
     results = {}
     for cmd in [None, *commands]:
-        argv = [*([cmd] if cmd else []), "--help"]
+        argv = [*(cmd.split() if cmd else []), "--help"]
         times = time_runs([*base, *argv], args.runs)
         results[" ".join(["medgen", *argv])] = {"median_s": statistics.median(times), "runs_s": [round(t, 3) for t in times]}
     width = max(len(k) for k in results)
@@ -92,6 +106,8 @@ def main() -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"results": results, "imports": profile[: args.top]}, handle, indent=2)
+    slowest = max(results, key=lambda k: results[k]["median_s"])
+    print(f"\nslowest median: {slowest} {results[slowest]['median_s']:.2f} s over {len(results)} command lines")
     slow = [k for k, r in results.items() if args.max_seconds is not None and r["median_s"] > args.max_seconds]
     if slow:
         print(f"\nabove {args.max_seconds} s: {', '.join(slow)}")

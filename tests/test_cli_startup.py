@@ -27,8 +27,8 @@ from medgen_core.cli._common import EXIT_INTERNAL, EXIT_USER, missing_package_me
 from medgen_core.cli.main import COMMANDS, build_parser, main
 
 HEAVY = ("torch", "monai", "diffusers", "transformers")
-# the commands whose modules keep every heavy import inside the functions that run them
-LIGHT_COMMANDS = ("demo", "translate", "augment", "genseg", "lab", "cvae", "provenance")
+# every command module keeps its heavy imports inside the functions that run them (medgen_core.bundles included)
+LIGHT_COMMANDS = tuple(COMMANDS)
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

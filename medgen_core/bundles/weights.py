@@ -10,13 +10,14 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from medgen_core.errors import WeightsError
 from medgen_core.provenance import sha256_file
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded ('medgen CMD --help' stays light)
+    import torch
+    import torch.nn as nn
 
 __all__ = [
     "WEIGHT_SUFFIXES",
@@ -49,6 +50,8 @@ def verify_weights_file(path: str | Path, expected_sha256: str | None) -> str:
 
 def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict of tensors from ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors``."""
+    import torch
+
     path = Path(path)
     try:
         if path.suffix == ".safetensors":

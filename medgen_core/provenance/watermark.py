@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "DEFAULT_MAX_MODULATION",
@@ -259,6 +258,8 @@ def _detector_input(x: np.ndarray) -> tuple[np.ndarray, int]:
     lo, hi = _floor(x), float(np.percentile(x, 99.5))
     if hi <= lo:
         return np.zeros_like(x), 0
+    from scipy import ndimage  # imported here: scipy.ndimage costs 0.25 s at start-up of every command
+
     envelope = np.clip((x - lo) / (hi - lo), 0.0, None)
     residual = x - ndimage.gaussian_filter(x, _HIGHPASS_SIGMA)
     power = ndimage.gaussian_filter(residual**2, _LOCAL_SIGMA) + 1e-12 * (hi - lo) ** 2
