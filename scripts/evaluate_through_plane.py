@@ -125,7 +125,7 @@ def through_plane_cell(name: str, image: np.ndarray, affine: np.ndarray, mask: n
 
 
 def write_montages(truth: np.ndarray, thick: np.ndarray, outputs: dict, axis: int, factor: float) -> None:
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
 
     n_out = truth.shape[axis]
     nearest = np.take(thick, np.minimum((np.arange(n_out) / factor).astype(int), thick.shape[axis] - 1), axis=axis)

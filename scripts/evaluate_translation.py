@@ -40,7 +40,7 @@ from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_t1, mni152_t
 from medgen_core.data.translation import per_class_mean_baseline, t1_t2_unpaired, tissue_to_t1_pairs
 from medgen_core.evaluation.feature_distance import RandomFeatures, feature_distance
 from medgen_core.evaluation.metrics import masked_psnr, masked_ssim
-from medgen_core.inference.preview import save_montage
+from medgen_core.utils.figures import save_montage
 from medgen_core.inference.translate import VolumeTranslator
 from medgen_core.io import Volume
 

@@ -49,7 +49,7 @@ def write_synthetic_dataset(manager: GenerativeAugmentationManager, n: int, out_
     """
     from tqdm import tqdm
 
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
 
     if n < 1:
         raise AugmentationError(f"the number of images must be >= 1, got {n}")

@@ -85,7 +85,7 @@ def through_plane_example(bundle, out: Path, mm: float, adapt_seconds: float) ->
     import torch
 
     from medgen_core.bundles import run_bundle_inference
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
     from medgen_core.provenance import verify_provenance
     from medgen_core.transforms.resolution_sim import exact_lengths, interpolate_to_hr
 
@@ -127,7 +127,7 @@ def _metrics(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str,
 def run(args: argparse.Namespace) -> int:
     from medgen_core.bundles import get_bundle, run_bundle_inference
     from medgen_core.inference import bicubic_upscale_volume
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
     from medgen_core.provenance import verify_provenance
 
     bundle = get_bundle(args.bundle)

@@ -82,7 +82,7 @@ def _translate(args: argparse.Namespace) -> int:
 
 def write_translation_preview(source: Volume, result: Volume, png: Path, slice_axis: int = 2, title: str = "") -> Path:
     """Montage of the middle slice (input / output), each scaled to its own 99.5th percentile."""
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
 
     k = source.shape[slice_axis] // 2
     cols = []

@@ -139,7 +139,7 @@ def recorded_gate_line(out: Path) -> str | None:
 def write_sr_preview(source, result, scale: int, png: Path, slice_axis: int | None = None) -> Path:
     """Montage of the middle slice: input (nearest) / bicubic / model, plus a zoomed centre crop."""
     from medgen_core.inference import bicubic_upscale_volume, pick_slice_axis
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
 
     axis = pick_slice_axis(source.spacing) if slice_axis is None else slice_axis
     k = source.shape[axis] // 2
@@ -156,7 +156,7 @@ def write_sr_preview(source, result, scale: int, png: Path, slice_axis: int | No
 def write_through_preview(source, result, slice_axis: int, png: Path) -> Path:
     """Montage of a plane that contains the slice axis (middle of a sharp axis): input (nearest along the slice
     axis) / cubic B-spline / model."""
-    from medgen_core.inference.preview import save_montage
+    from medgen_core.utils.figures import save_montage
     from medgen_core.inference.through_plane import bspline_matrix
 
     other = [a for a in range(3) if a != slice_axis]

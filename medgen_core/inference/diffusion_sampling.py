@@ -84,7 +84,7 @@ class DiffusionSampler:
         channels_last: bool = True,
         prediction_type: str = "epsilon",
     ) -> None:
-        from medgen_core.training.diffusion import PREDICTION_TYPES, null_class_id, space_to_depth_factor
+        from medgen_core.networks.diffusion import PREDICTION_TYPES, null_class_id, space_to_depth_factor
 
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"DiffusionSampler: prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")

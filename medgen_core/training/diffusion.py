@@ -41,15 +41,13 @@ import torch.nn.functional as F
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler
 
+from medgen_core.networks.diffusion import PREDICTION_TYPES, null_class_id, space_to_depth_factor
 from medgen_core.training.base import CSVLogger, IterationLoop, cpu_state_dict
 from medgen_core.training.distributed import resolve_distributed, shard_indices, wrap_ddp
 
-__all__ = ["DiffusionTrainer", "DiffusionTrainingConfig", "null_class_id", "space_to_depth_factor"]
+__all__ = ["DiffusionTrainer", "DiffusionTrainingConfig"]
 
 logger = logging.getLogger(__name__)
-
-#: Regression targets supported by MONAI's DDPM/DDIM schedulers.
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass
@@ -106,28 +104,6 @@ class DiffusionTrainingConfig:
             raise ValueError(f"DiffusionTrainingConfig: ema_decay must be in [0, 1), got {self.ema_decay}.")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError("DiffusionTrainingConfig: log_every and checkpoint_every must be >= 1.")
-
-
-def space_to_depth_factor(network: nn.Module) -> int:
-    """The space-to-depth factor ``f`` of a single-channel-image diffusion UNet: ``in_channels = out_channels = f*f``."""
-    cin, cout = int(getattr(network, "in_channels", 1)), int(getattr(network, "out_channels", 1))
-    f = math.isqrt(cin)
-    if f * f != cin or cout != cin:
-        raise ValueError(
-            f"the diffusion network has in_channels={cin}, out_channels={cout}; single-channel images need "
-            "in_channels = out_channels = f*f (1 for the plain layout, 4 for 2x2 space-to-depth)."
-        )
-    return f
-
-
-def null_class_id(network: nn.Module) -> int | None:
-    """The "null" (unconditional) class id ``K`` of a network with ``num_class_embeds = K + 1``; None without class embedding."""
-    k = getattr(network, "num_class_embeds", None)
-    if k is None:
-        return None
-    if int(k) < 2:
-        raise ValueError(f"the diffusion network has num_class_embeds={k}; classifier-free guidance needs K + 1 >= 2 (K classes plus the null class).")
-    return int(k) - 1
 
 
 class DiffusionTrainer(IterationLoop):

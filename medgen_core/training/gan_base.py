@@ -153,7 +153,7 @@ class GANTrainerBase:
         """Train until ``schedule.epochs + schedule.epochs_decay`` epochs (or ``max_epochs``), resuming if asked."""
         from tqdm import tqdm
 
-        from medgen_core.inference.preview import save_montage
+        from medgen_core.utils.figures import save_montage
 
         if resume:
             self.resume()

@@ -1,4 +1,4 @@
-"""Preview montages (PNG) so a person can see a result at a glance."""
+"""Figures (PNG) so a person can see a result at a glance: preview montages of 2D images (matplotlib, Agg)."""
 
 from __future__ import annotations
 
