@@ -41,7 +41,6 @@ from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_dipy_t2, load_mni15
 from medgen_core.evaluation.sr_baselines import apply_linear_filter, bicubic, evaluate_sr, fit_linear_filter
 from medgen_core.utils.figures import save_montage
 from medgen_core.networks.sr import sr_network
-from medgen_core.networks.sr.degradation import degradation_classifier
 from medgen_core.transforms.degradation import DEGRADATIONS, crop_to_multiple, degrade
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution"
@@ -75,21 +74,7 @@ def model_fn(net: torch.nn.Module, norm: float):
     return lambda lr: net(lr / norm) * norm
 
 
-def load_classifiers(bundle, overrides: list[str]) -> dict[int, torch.nn.Module]:
-    """The gate's degradation classifier per scale: the bundle's (hash-checked), or ``SCALE=PATH`` overrides (a
-    training run's weights, not yet installed)."""
-    out = {}
-    for scale, entry in bundle.metadata["medgen"].get("degradation_classifier", {}).items():
-        out[int(scale)] = load_verified_network(degradation_classifier(), BUNDLE / entry["file"], entry["sha256"])
-    for spec in overrides:
-        scale, path = spec.split("=", 1)
-        net = degradation_classifier()
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        out[int(scale)] = net.eval()
-    return out
-
-
-def gated_fn(net: torch.nn.Module, scale: int, reports: list | None = None, classifier: torch.nn.Module | None = None):
+def gated_fn(net: torch.nn.Module, scale: int, reports: list | None = None):
     """The full upscaler with the never-worse gate on the stack ``lr`` ``(N, 1, h, w)`` taken as one volume (slices on
     the last axis): its own normalisation, self-check, blend / fallback, consistency projection and clamp."""
     from medgen_core.inference import VolumeSuperResolver
@@ -97,8 +82,7 @@ def gated_fn(net: torch.nn.Module, scale: int, reports: list | None = None, clas
 
     def run(lr: torch.Tensor) -> torch.Tensor:
         vol = Volume(array=lr[:, 0].permute(1, 2, 0).numpy().copy(), affine=np.eye(4), path=None, format="nifti")
-        resolver = VolumeSuperResolver(net, scale, slice_axis=2, gate=True, gate_degradation="synthetic", progress=False,
-                                       gate_classifier=classifier)
+        resolver = VolumeSuperResolver(net, scale, slice_axis=2, gate=True, gate_degradation="synthetic", progress=False)
         out = resolver(vol)
         if reports is not None:
             reports.append(resolver.last_gate.to_dict())
@@ -210,8 +194,7 @@ def evaluate_in_domain(nets: dict, variants: dict, defaults: dict, test: tuple, 
     return rows
 
 
-def evaluate_candidates(nets: dict, candidates: dict[int, list[str]], sets: list[str], train_hr: torch.Tensor,
-                        classifiers: dict[int, torch.nn.Module] | None = None) -> list[dict]:
+def evaluate_candidates(nets: dict, candidates: dict[int, list[str]], sets: list[str], train_hr: torch.Tensor) -> list[dict]:
     """Every candidate default on every test set and degradation: one row per (scale, set, degradation), with bicubic
     and the linear filter fitted on the MNI training slices for that exact degradation (an oracle of the degradation)."""
     rows = []
@@ -223,12 +206,11 @@ def evaluate_candidates(nets: dict, candidates: dict[int, list[str]], sets: list
                 row = {"scale": scale, "test_set": name, "degradation": degradation}
                 for i, model in enumerate(models):
                     reports: list = []
-                    fn = gated_fn(nets[model[: -len(GATED)]], scale, reports, (classifiers or {}).get(scale)) if model.endswith(GATED) else model_fn(nets[model], norm)
+                    fn = gated_fn(nets[model[: -len(GATED)]], scale, reports) if model.endswith(GATED) else model_fn(nets[model], norm)
                     r = evaluate_sr(hr, mask, scale, degradation, fn, filters[(scale, degradation)] if i == 0 else None)
                     if reports:
                         g = reports[-1]
                         row[f"{model}_gate"] = {"decision": g["decision"], "alpha": g["alpha"], "degradation": g["degradation"].get("kind"),
-                                                "classifier": g.get("classifier_probabilities"),
                                                 "projection": g["projection"].split(":")[0]}
                     if i == 0:
                         row.update(bicubic_psnr=r["bicubic"]["psnr"], bicubic_ssim=r["bicubic"]["ssim"],
@@ -243,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="evaluate a FastSRNet training checkpoint as variant NAME (x<scale>_...), e.g. before installing it")
-    ap.add_argument("--classifier", action="append", default=[], metavar="SCALE=WEIGHTS",
-                    help="use these degradation-classifier weights for the gate at SCALE (a training run's output)")
     ap.add_argument("--sets", nargs="+", default=list(TEST_SETS), choices=list(TEST_SETS))
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/results.json, README tables, montages")
     ap.add_argument("--skip-in-domain", action="store_true", help="skip the per-variant in-domain table")
@@ -271,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_in_domain:
         results["mni152_heldout"] = evaluate_in_domain(nets, variants, defaults, mni_heldout(), train_hr, montages=not args.no_write)
     results["candidates"] = {str(s): m for s, m in candidates.items()}
-    results["default_candidates"] = evaluate_candidates(nets, candidates, args.sets, train_hr, load_classifiers(bundle, args.classifier))
+    results["default_candidates"] = evaluate_candidates(nets, candidates, args.sets, train_hr)
     print("\n".join(_candidate_table(results["default_candidates"], candidates)))
     if not args.no_write:
         (BUNDLE / "docs" / "results.json").write_text(json.dumps(results, indent=4) + "\n", encoding="utf-8")
