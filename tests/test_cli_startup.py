@@ -4,7 +4,9 @@
   in a fresh interpreter; the time itself is measured by ``benchmarks/benchmark_cli_startup.py``, not here);
 - the placeholders that ``medgen --help`` lists say what each command module registers;
 - an unexpected exception is one line with exit code 70, the traceback only with ``--debug``;
-- ``--device cuda:N`` without CUDA, a malformed ``--device`` and a missing ``transformers`` are one line, exit code 2.
+- ``--device cuda:N`` without CUDA, a malformed ``--device`` and a missing ``transformers`` are one line, exit code 2;
+- a malformed command line (unknown command or option, missing or extra argument) is one line, exit code 64, while a
+  value argparse refuses (not a number, out of range, not a choice) is bad input, exit code 2.
 
 Failures are caused for real in a subprocess (CUDA hidden, a module made to fail on import by a ``sitecustomize``),
 never by patching the library.
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from medgen_core.cli import demo_cmd, genseg_cmd
-from medgen_core.cli._common import EXIT_INTERNAL, EXIT_USER, missing_package_message, report_error
+from medgen_core.cli._common import EXIT_INTERNAL, EXIT_USAGE, EXIT_USER, missing_package_message, report_error
 from medgen_core.cli.main import COMMANDS, build_parser, main
 
 HEAVY = ("torch", "monai", "diffusers", "transformers")
@@ -95,7 +97,7 @@ def test_help_values_copied_into_light_modules_are_the_originals() -> None:
     from medgen_core.transforms.degradation import DEGRADATIONS
 
     assert demo_cmd.DEGRADATIONS == DEGRADATIONS and demo_cmd.DEFAULT_SR_BUNDLE == DEFAULT_SR_BUNDLE
-    from medgen_core.evaluation.genseg_benchmark import METHODS, GenSegBenchmarkConfig
+    from medgen_core.experiments.genseg_benchmark import METHODS, GenSegBenchmarkConfig
     from medgen_core.training.segmentation import SEGMENTERS
 
     defaults = GenSegBenchmarkConfig()
@@ -107,10 +109,50 @@ def test_help_shows_the_exit_codes_and_device_forms(capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert stop.value.code == 0 and "70 unexpected error" in text and "2 bad command line or bad input" in text and "--debug" in text
+    assert stop.value.code == 0 and "70 unexpected error" in text and "2 bad input" in text and "64 usage error" in text and "--debug" in text
     with pytest.raises(SystemExit):
         main(["translate", "--help"])
     assert "auto, cpu, cuda or cuda:N" in " ".join(capsys.readouterr().out.split())
+
+
+USAGE_ERRORS = {  # a malformed command line: exit 64
+    "unknown command": (["upscal"], "invalid choice: 'upscal'"),
+    "unknown action": (["bundle", "lst"], "invalid choice: 'lst'"),
+    "missing action": (["provenance"], "required: ACTION"),
+    "missing arguments": (["upscale", "in.nii.gz"], "required: output"),
+    "unknown option": (["upscale", "in.nii.gz", "out.nii.gz", "--colour", "red"], "unrecognized arguments: --colour red"),
+    "option without its value": (["upscale", "in.nii.gz", "out.nii.gz", "--scale"], "--scale: expected one argument"),
+    "extra argument": (["provenance", "verify", "a.nii.gz", "b.nii.gz"], "unrecognized arguments: b.nii.gz"),
+}
+BAD_VALUES = {  # a value that cannot be used, refused by argparse: exit 2 like any bad input
+    "not a number": (["upscale", "in.nii.gz", "out.nii.gz", "--target-spacing", "five"], "--target-spacing: expected a number"),
+    "out of range": (["upscale", "in.nii.gz", "out.nii.gz", "--batch-size", "0"], "--batch-size"),
+    "not a choice": (["upscale", "in.nii.gz", "out.nii.gz", "--scale", "3"], "--scale: invalid choice: 3"),
+    "not an int": (["demo", "--scale", "x2"], "invalid int value: 'x2'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS) + sorted(BAD_VALUES))
+def test_usage_errors_exit_64_and_bad_values_exit_2(tmp_path: Path, capsys, monkeypatch, case: str) -> None:
+    """Both are one ``medgen: error:`` line naming what is wrong; nothing is written (into the current folder)."""
+    monkeypatch.chdir(tmp_path)
+    argv, fragment = USAGE_ERRORS.get(case) or BAD_VALUES[case]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert stop.value.code == (EXIT_USAGE if case in USAGE_ERRORS else EXIT_USER), (case, err)
+    assert len(lines) == 1 and lines[0].startswith("medgen: error:") and fragment in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_error_is_exit_2_not_64(tmp_path: Path) -> None:
+    """A well-formed command line whose input is bad (a file that is not an image): 2, in a real process."""
+    bad = tmp_path / "scan.nii.gz"
+    bad.write_bytes(b"not a nifti file at all")
+    done = _medgen("upscale", str(bad), str(tmp_path / "out.nii.gz"), cwd=tmp_path)
+    assert done.returncode == EXIT_USER and _error_lines(done.stderr) and str(bad) in _error_lines(done.stderr)[0], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
 
 
 def test_unexpected_exception_is_one_line_exit_70_and_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -8,10 +8,13 @@ Exit codes of every command (``medgen --help`` lists them too):
 * 0: success.
 * 1: the command ran and its answer is no (``bundle check``: checks failed; ``provenance verify``: modified;
   ``provenance detect``: no mark found).
-* 2: refused, with one ``medgen: error: ...`` line that names what is wrong: a bad command line (unknown
-  option, value out of range, ``--device cuda`` without CUDA) or bad input (missing or corrupt file, bad
-  bundle, weights whose sha256 does not match, an optional package that is not installed).
+* 2: bad input, with one ``medgen: error: ...`` line that names what is wrong: a file (missing, corrupt,
+  unsupported), a bundle (broken, weights whose sha256 does not match), or a value that cannot be used (not a
+  number, out of range, not one of the choices, ``--device cuda`` without CUDA), or an optional package that is
+  not installed.
 * 3, 4, 5, 6: ``provenance verify`` statuses (missing, unsigned, forged, intact but untrusted key).
+* 64: a usage error (``EX_USAGE`` of sysexits.h), one line: the command line itself is malformed (unknown
+  command or option, a missing or extra argument, an option without its value, options that exclude each other).
 * 70: an unexpected error (a bug, or the machine ran out of memory or disk): one line; ``--debug`` prints
   the full traceback.
 * 130: interrupted (Ctrl-C); 141: the reader of stdout went away (``medgen bundle list | head``).
@@ -34,6 +37,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_USAGE",
     "EXIT_USER",
     "EXIT_CODES_HELP",
     "OPTIONAL_PACKAGES",
@@ -49,8 +53,10 @@ __all__ = [
 EXIT_OK = 0
 #: The command ran and its answer is no (checks failed, file modified, mark not found).
 EXIT_FAILED = 1
-#: A refused request: bad command line or bad input, one line on stderr (the bad-input corpus relies on it).
+#: Bad input: a file, a bundle or a value that cannot be used; one line on stderr (the bad-input corpus relies on it).
 EXIT_USER = 2
+#: A malformed command line (``EX_USAGE`` of sysexits.h): unknown command or option, missing or extra arguments.
+EXIT_USAGE = 64
 #: An unexpected exception (``EX_SOFTWARE`` of sysexits.h), outside the codes that commands give answers with.
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -58,8 +64,9 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES_HELP = ("exit codes: 0 success; 1 the command's answer is no (bundle check failed, provenance modified, "
-                   "mark not found); 2 bad command line or bad input (one 'medgen: error:' line); 3-6 provenance "
-                   "verify statuses; 70 unexpected error (--debug shows the traceback); 130 interrupted")
+                   "mark not found); 2 bad input: a file, bundle or value that cannot be used (one 'medgen: error:' "
+                   "line); 3-6 provenance verify statuses; 64 usage error: unknown command or option, missing or extra "
+                   "argument; 70 unexpected error (--debug shows the traceback); 130 interrupted")
 
 #: Optional packages and the extra of ``medgen`` that installs each.
 OPTIONAL_PACKAGES = {"transformers": "sd", "nilearn": "data", "dipy": "data"}

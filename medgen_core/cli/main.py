@@ -6,8 +6,9 @@ import no torch, MONAI or diffusers of their own); the other commands appear in 
 one-line help in :data:`COMMANDS`, which a test keeps equal to each module's own.
 
 Errors end a run with one ``medgen: error: ...`` line on stderr (``--debug``: after the full traceback) and the
-exit codes of :mod:`medgen_core.cli._common`: 2 for a bad command line (argparse's usage errors included) or bad
-input (:class:`medgen_core.errors.MedGenError`, also when a library wrapped one), 70 for anything unexpected.
+exit codes of :mod:`medgen_core.cli._common`: 2 for bad input (:class:`medgen_core.errors.MedGenError`, also when a
+library wrapped one, and a value that argparse cannot convert or that is not one of the choices), 64 for a malformed
+command line (unknown command or option, missing or extra argument), 70 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import NoReturn
 
 from medgen_core import __version__
-from medgen_core.cli._common import EXIT_CODES_HELP, EXIT_USER, one_line, report_error
+from medgen_core.cli._common import EXIT_CODES_HELP, EXIT_USAGE, EXIT_USER, one_line, report_error
 
 __all__ = ["COMMANDS", "build_parser", "main", "one_line"]
 
@@ -45,12 +46,32 @@ _DEBUG = "--debug"
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are one line like every other medgen error (exit code 2)."""
+    """An argparse parser whose refusals are one line like every other medgen error: exit code 2 for a value that
+    cannot be used (its type function or ``choices`` refused it: bad input), 64 for a malformed command line (unknown
+    command or option, missing or extra argument, option without its value). Sub-parsers are of this class too."""
+
+    _bad_value = False
+
+    def _get_value(self, action: argparse.Action, arg_string: str):
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError:
+            self._bad_value = True
+            raise
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            # an unknown command or action is a usage error; a value outside an option's choices is bad input
+            self._bad_value = not isinstance(action, argparse._SubParsersAction)
+            raise
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("medgen").strip()
         where = f"{command}: " if command else ""
-        self.exit(EXIT_USER, f"medgen: error: {where}{one_line(message)} (see '{self.prog} --help')\n")
+        code = EXIT_USER if self._bad_value else EXIT_USAGE
+        self.exit(code, f"medgen: error: {where}{one_line(message)} (see '{self.prog} --help')\n")
 
 
 def _available(module: str) -> bool:
@@ -104,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser([command] if command in COMMANDS else [])
     except (Exception, KeyboardInterrupt) as err:  # a command module that cannot be imported (missing package)
         return report_error(err, debug=debug, command=where)
-    args = parser.parse_args(argv)  # --help, --version and usage errors exit here (usage errors: one line, code 2)
+    args = parser.parse_args(argv)  # --help, --version and refusals exit here (one line; code 2 bad value, 64 usage)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,12 +1,13 @@
 """Command-line values out of range, in every sub-command: one line ``medgen: error: ...`` with exit code 2,
-before any model is loaded or any file is written. CUDA is hidden from every case (``CUDA_VISIBLE_DEVICES=""``).
+before any model is loaded or any file is written (a malformed command line, such as a missing argument or an
+unknown option: exit code 64). CUDA is hidden from every case (``CUDA_VISIBLE_DEVICES=""``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import OUT, error, upscale
+from .common import OUT, error, upscale, usage_error
 from .files import nifti
 from .model import Action, Case
 
@@ -52,8 +53,8 @@ CASES: list[Case] = [
     _case("upscale_slice_axis_three", "--slice-axis 3 (a volume has axes 0, 1, 2)", _up("--slice-axis", "3"), error("--slice-axis", "choice")),
     _case("upscale_unknown_variant", "--variant x8_magic: the message lists the shipped variants", _up("--variant", "x8_magic"),
           error("x8_magic", "variant")),
-    _case("upscale_missing_output", "upscale with an input and no output", ["upscale", SCAN], error("output", "required")),
-    _case("upscale_unknown_option", "an option upscale does not have", _up("--colour", "red"), error("--colour", "unrecognized")),
+    _case("upscale_missing_output", "upscale with an input and no output", ["upscale", SCAN], usage_error("output", "required")),
+    _case("upscale_unknown_option", "an option upscale does not have", _up("--colour", "red"), usage_error("--colour", "unrecognized")),
     # translate
     _case("translate_batch_size_zero", "--batch-size 0", _tr("--batch-size", "0"), error("--batch-size", *POSITIVE)),
     _case("translate_device_cuda_without_cuda", "--device cuda without CUDA", _tr("--device", "cuda"), error("--device", "cuda")),

@@ -38,7 +38,13 @@ def upscale_case(case_id: str, category: str, doc: str, write: Callable[[], str]
 
 
 def error(names: str, *what: str) -> Error:
+    """Bad input: exit code 2, one line naming ``names`` and saying one of ``what``."""
     return Error(names, tuple(what))
+
+
+def usage_error(names: str, *what: str) -> Error:
+    """A malformed command line (unknown option, missing argument): exit code 64, one line."""
+    return Error(names, tuple(what), exit_code=64)
 
 
 def quiet_main(argv: list[str]) -> int:

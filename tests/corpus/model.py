@@ -49,15 +49,16 @@ class Success:
 
 @dataclass(frozen=True)
 class Error:
-    """Exit code 2; stderr is one line starting ``medgen: error:`` that contains ``names`` (the file or
-    option at fault; empty: not checked) and, when ``what`` is given, at least one of those words (what is
-    wrong; case-insensitive)."""
+    """Exit code ``exit_code`` (2, bad input; 64 for a malformed command line); stderr is one line starting
+    ``medgen: error:`` that contains ``names`` (the file or option at fault; empty: not checked) and, when ``what``
+    is given, at least one of those words (what is wrong; case-insensitive)."""
 
     names: str
     what: tuple[str, ...] = ()
+    exit_code: int = 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "error", "exit_code": 2, "stderr": "one line 'medgen: error: ...'", "names": self.names,
+        return {"kind": "error", "exit_code": self.exit_code, "stderr": "one line 'medgen: error: ...'", "names": self.names,
                 "what_any_of": list(self.what)}
 
 

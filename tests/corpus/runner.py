@@ -221,8 +221,8 @@ def check_case(case: Case, outcome: Outcome, read: Callable[[], tuple[str, str]]
                 problems += _check_status(file, ("intact",), True, read)
     elif isinstance(expected, Error):
         lines = error_lines(outcome.stderr)
-        if outcome.rc != 2:
-            problems.append(f"expected exit 2 with one error line, got {shown}")
+        if outcome.rc != expected.exit_code:
+            problems.append(f"expected exit {expected.exit_code} with one error line, got {shown}")
         elif len(lines) != 1 or not lines[0].startswith("medgen: error:"):
             problems.append(f"expected stderr to be one line 'medgen: error: ...', got {len(lines)} line(s): {lines[:6]!r}")
         else:
