@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from medgen_core.data.samples import load_dipy_t2, load_mni152_t1, mni152_tissue_labels
 
-__all__ = ["fit_to_size", "tissue_to_t1_pairs", "t1_t2_unpaired", "per_class_mean_baseline"]
+__all__ = ["fit_to_size", "tissue_to_t1_pairs", "tissue_probability_slices", "t1_t2_unpaired", "per_class_mean_baseline"]
 
 
 def fit_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -45,6 +45,20 @@ def tissue_to_t1_pairs(indices, size: tuple[int, int] = (192, 224)) -> dict[str,
     lab, img = fit_to_size(lab, size), fit_to_size(img, size)
     onehot = F.one_hot(lab[:, 0], 4).permute(0, 3, 1, 2).float()
     return {"image": onehot, "target": img * 2.0 - 1.0, "labels": lab}
+
+
+def tissue_probability_slices(indices, size: tuple[int, int] = (192, 224)) -> list[dict[str, torch.Tensor]]:
+    """Axial MNI152 slices for label-map randomisation (:mod:`medgen_core.transforms.label_randomisation`):
+    one dict per slice, ``{"probs": (4, H, W) brain mask, CSF, GM, WM probabilities, "target": T1 (1, H, W) in [-1, 1]}``,
+    on the grid of :func:`tissue_to_t1_pairs` (CSF = ``1 - GM - WM`` inside the brain mask)."""
+    from medgen_core.data.tissue_label_constructions import mni_tissue_probabilities
+
+    prob = mni_tissue_probabilities()
+    t1 = load_mni152_t1().array
+    t1 = np.clip(t1 / np.percentile(t1, 99.9), 0.0, 1.0)
+    p = fit_to_size(torch.from_numpy(np.stack([prob[:, :, :, z] for z in indices]).astype(np.float32)), size)
+    img = fit_to_size(torch.from_numpy(np.stack([t1[:, :, z] for z in indices]).astype(np.float32))[:, None], size)
+    return [{"probs": p[i].clone(), "target": img[i] * 2.0 - 1.0} for i in range(len(p))]
 
 
 def t1_t2_unpaired(size: tuple[int, int] = (128, 128), t1_indices=None) -> dict[str, torch.Tensor]:
