@@ -9,6 +9,13 @@ bundles' sample inputs (``sample_data/``, held-out MNI slab) if they are missing
     python scripts/train_translation.py                          # both bundles, the schedules in SCHEDULES
     python scripts/train_translation.py --bundle pix2pix --epochs 20
     python scripts/train_translation.py --bundle all --epochs 1 --samples 4 --runs-dir /tmp/smoke --no-install
+
+Pix2Pix label-map randomisation (``--labels random``, the default for the MNI sample data): every training
+sample gets its tissue map made anew from the MNI tissue probabilities
+(:func:`medgen_core.transforms.label_randomisation.label_randomisation`: one elastic deformation of the
+probabilities and the T1 together, argmax / threshold / intensity constructions, erosion or dilation,
+missing classes); ``--labels fixed`` trains on the fixed argmax labels of ``train.json``. ``--init-from``
+starts the generator from a saved state dict (the shipped 0.2.x weights continue the 0.1.1 weights).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ BUNDLES = {
 }
 # Epochs (constant lr, then linear decay) of the shipped weights on the default sample data. The paper
 # uses 100 + 100; these are cut to what 2 CPU cores manage (see the bundles' docs/README.md).
-SCHEDULES = {"pix2pix": (10, 10), "cyclegan": (5, 5)}
+SCHEDULES = {"pix2pix": (20, 20), "cyclegan": (5, 5)}
 HELDOUT = (80, 100)
 
 
@@ -65,13 +72,37 @@ def write_sample_data(name: str, bundle: Path) -> Path | None:
     return path
 
 
-def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | None, datalist: str | None, device: str | None) -> tuple[Path, float, int]:
+# Label-map randomisation of the Pix2Pix MNI training (replaces train.json's slice data and transforms).
+RANDOM_LABEL_DATA = ("$medgen_core.data.translation.tissue_probability_slices([z for z in medgen_core.data.samples.mni_training_axial_indices() "
+                     "if @sample_slice_range[0] <= z < @sample_slice_range[1]], tuple(@slice_size))")
+RANDOM_LABEL_TRANSFORMS = "$medgen_core.transforms.label_randomisation.label_randomisation(num_classes=@num_classes, spatial_dims=2)"
+
+
+def use_random_labels(parser) -> None:
+    """Point a Pix2Pix ``train.json`` parser at probability slices and the label-randomisation chain."""
+    import importlib
+
+    for module in ("medgen_core.data.translation", "medgen_core.transforms.label_randomisation"):
+        importlib.import_module(module)  # the config's expressions reach them as attributes of medgen_core
+
+    parser["training_data"] = RANDOM_LABEL_DATA
+    parser["slice_transforms"] = RANDOM_LABEL_TRANSFORMS
+
+
+def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | None, datalist: str | None, device: str | None,
+          random_labels: bool = False, init_from: Path | None = None) -> tuple[Path, float, int]:
     """Run ``train.json``; returns ``(output folder, seconds, iterations done in this call)``."""
     bundle = BUNDLES[name]["dir"]
     out = runs_dir / name
     parser = training_parser(bundle, out, device, epochs=epochs[0], epochs_decay=epochs[1], samples_per_epoch=samples,
                              datalist=str(Path(datalist).resolve()) if datalist else None)
+    if random_labels:
+        use_random_labels(parser)
     start_iter = _iterations(out)
+    if init_from is not None and start_iter == 0:  # a resumed run keeps its checkpoint
+        trainer = parser.get_parsed_content("trainer")  # built once (N(0, 0.02) init), reused by "run"
+        trainer.nets["G"].load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True))
+        print(f"{name}: generator initialised from {init_from}", flush=True)
     t0 = time.time()
     parser.get_parsed_content("run")
     return out, time.time() - t0, _iterations(out) - start_iter
@@ -111,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     ap.add_argument("--runs-dir", type=Path, default=None, help="checkpoints and logs (resumable); default <bundle>/runs")
     ap.add_argument("--no-install", action="store_true", help="do not copy weights into the bundle")
+    ap.add_argument("--labels", choices=("random", "fixed"), default="random",
+                    help="Pix2Pix on the MNI sample data: label-map randomisation (default) or train.json's fixed argmax labels")
+    ap.add_argument("--init-from", type=Path, default=None, help="Pix2Pix: start the generator from this state dict (e.g. earlier weights)")
     args = ap.parse_args(argv)
+    if args.init_from is not None and not args.init_from.is_file():
+        ap.error(f"--init-from {args.init_from}: no such file (expected a generator state dict, e.g. a bundle's models/model.pt)")
     names = list(BUNDLES) if args.bundle == "all" else [args.bundle]
     if args.datalist and len(names) > 1:
         ap.error("--datalist needs --bundle pix2pix (paired: {'training': [...]}) or --bundle cyclegan (unpaired: {'A': [...], 'B': [...]})")
@@ -121,13 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         if written:
             print(f"{name}: wrote sample input {written}", flush=True)
         epochs = SCHEDULES[name] if args.epochs is None else (math.ceil(args.epochs / 2), args.epochs // 2)
-        out, seconds, iterations = train(name, args.runs_dir or bundle / "runs", epochs, args.samples, args.datalist, args.device)
+        random_labels = name == "pix2pix" and args.labels == "random" and not args.datalist
+        out, seconds, iterations = train(name, args.runs_dir or bundle / "runs", epochs, args.samples, args.datalist, args.device,
+                                         random_labels=random_labels, init_from=args.init_from if name == "pix2pix" else None)
         rate = seconds / max(iterations, 1)
         print(f"{name}: {iterations} iterations in {seconds:.0f} s ({rate:.2f} s/iteration) -> {out}", flush=True)
         if not args.no_install:
             full = args.epochs is None and args.samples is None and not args.datalist
             note = {"epochs": list(epochs), "samples_per_epoch": args.samples or "all", "seconds_per_iteration": round(rate, 3),
                     "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))}
+            if name == "pix2pix":
+                note["labels"] = "label-map randomisation (medgen_core.transforms.label_randomisation)" if random_labels else "fixed argmax labels"
+                note["init_from"] = args.init_from.name if args.init_from else None
             install(name, out, trained=full, note=note)
     return 0
 
