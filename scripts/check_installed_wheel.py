@@ -8,15 +8,16 @@ Steps (each must pass; the first failure stops with one line naming the step, th
    ``--wheel``. The wheel must carry every bundle file that ``medgen bundle pack`` would ship and no
    ``eval/``, ``runs/`` or ``__pycache__``; its size is printed.
 2. venv: a fresh virtual environment (no system site packages) in a temporary folder; ``torch==2.13.0``
-   first, then the wheel with its ``data`` extra (the demo's MNI152 sample comes from nilearn).
+   first, then the plain wheel, no extras, as a user installs it (``--extras data`` adds one).
 3. from an unrelated folder, with HOME in the temporary folder and no MEDGEN_* or PYTHONPATH variables:
-   ``medgen_core`` and ``medgen_bundles`` import from the venv; the installed bundles equal the clone's
+   ``medgen_core`` and ``medgen_bundles`` import from the venv, nilearn (the demo's MNI152 sample) is there and
+   transformers (the ``sd`` extra) is not; the installed bundles equal the clone's
    byte for byte; ``medgen bundle list --json`` lists all seven, source ``package``, weights verified;
    ``medgen upscale`` of a small NIfTI and ``medgen provenance verify`` of the result; ``medgen demo`` and
    verify of its output; ``python -m monai.bundle run`` with ``--bundle_root`` at the installed SR bundle,
    and verify of its output.
 
-    python scripts/check_installed_wheel.py                      # build, install, check, clean up (about 3-5 min)
+    python scripts/check_installed_wheel.py                      # build, install, check, clean up (about 5 min; the demo 1.5)
     python scripts/check_installed_wheel.py --wheel dist/medgen-0.1.0-py3-none-any.whl --keep --work /tmp/w
 
 Run by .ci/run after the test suite, and by scripts/release_check.py (which builds the wheel from the sdist).
@@ -31,17 +32,19 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _venv import DEFAULT_TORCH, CheckFailed, Installed, clean_env, finish, install, run, tail, working_folder  # noqa: E402
+
+__all__ = ["REPO", "CheckFailed", "Installed", "build_wheel", "check_installed", "check_wheel_contents", "install", "run", "stage_sources"]
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "medgen_core", "monai_bundles")
 JUNK = ("eval", "runs", "__pycache__", ".ipynb_checkpoints", ".git", ".DS_Store", "*.pyc", ".tmp-*", "*.egg-info", "build", "dist")
 SR_BUNDLE = "brain_mri_super_resolution"
-DEFAULT_TORCH = "torch==2.13.0"
 
 _INSTALLED_FILES = r"""
 import hashlib, json, sys
@@ -52,7 +55,9 @@ from medgen_core.bundles.conformance import bundle_files
 clone, pkg = Path(sys.argv[1]), package_bundle_dir()
 def digests(root, files):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-report = {"medgen_core": medgen_core.__file__, "medgen_bundles": medgen_bundles.__file__, "package_dir": str(pkg), "bundles": {}}
+import importlib.util
+report = {"medgen_core": medgen_core.__file__, "medgen_bundles": medgen_bundles.__file__, "package_dir": str(pkg), "bundles": {},
+          "packages": {name: importlib.util.find_spec(name) is not None for name in ("nilearn", "transformers")}}
 for meta in sorted(clone.glob("*/configs/metadata.json")):
     name = meta.parents[1].name
     want = digests(clone / name, bundle_files(clone / name))
@@ -70,31 +75,6 @@ x, y, z = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 40), np.linspac
 vol = (100 * np.exp(-(x**2 + y**2 + 0.5 * z**2) * 2) + 10).astype(np.float32)
 nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 3.0, 1.0])), sys.argv[1])
 """
-
-
-class CheckFailed(RuntimeError):
-    """A step failed; the message is one line, ``details`` the output that explains it."""
-
-    def __init__(self, message: str, details: str = "") -> None:
-        super().__init__(message)
-        self.details = details
-
-
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def run(cmd: list[str | Path], what: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 1800,
-        ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    """Run ``cmd``; raise :class:`CheckFailed` naming ``what`` unless its exit code is in ``ok_codes``."""
-    try:
-        done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as err:
-        raise CheckFailed(f"{what}: timed out after {timeout:.0f} s", str(err.stdout or "") + str(err.stderr or "")) from None
-    if done.returncode not in ok_codes:
-        raise CheckFailed(f"{what}: exit code {done.returncode} (expected {' or '.join(map(str, ok_codes))}): {' '.join(map(str, cmd))}",
-                          _tail(done.stdout) + "\n" + _tail(done.stderr))
-    return done
 
 
 def stage_sources(repo: Path, dest: Path) -> Path:
@@ -141,62 +121,11 @@ def check_wheel_contents(wheel: Path, repo: Path) -> dict[str, int]:
     return counts
 
 
-@dataclass
-class Installed:
-    """A fresh virtual environment with the wheel installed, and a clean place to run it from."""
-
-    venv: Path
-    home: Path
-    cwd: Path
-    env: dict[str, str] = field(repr=False)
-
-    @property
-    def bin(self) -> Path:
-        return self.venv / ("Scripts" if os.name == "nt" else "bin")
-
-    @property
-    def python(self) -> Path:
-        return self.bin / ("python.exe" if os.name == "nt" else "python")
-
-    def medgen(self, *args: str | Path, what: str, ok_codes: tuple[int, ...] = (0,), timeout: float = 900,
-               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        env = {**self.env, **(extra_env or {})}
-        return run([self.bin / "medgen", *args], what, cwd=self.cwd, env=env, ok_codes=ok_codes, timeout=timeout)
-
-    def py(self, *args: str | Path, what: str, timeout: float = 900, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return run([self.python, *args], what, cwd=self.cwd, env={**self.env, **(extra_env or {})}, timeout=timeout)
-
-
-def clean_env(venv: Path, home: Path) -> dict[str, str]:
-    """The caller's environment without MEDGEN_*, PYTHONPATH and virtual-environment variables; HOME at ``home``."""
-    drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONUSERBASE")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDGEN_") and k not in drop}
-    bindir = venv / ("Scripts" if os.name == "nt" else "bin")
-    env.update(HOME=str(home), USERPROFILE=str(home), PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
-               MPLBACKEND="Agg", PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-def install(wheel: Path, work: Path, torch_spec: str = DEFAULT_TORCH, extras: str = "data") -> Installed:
-    """A fresh venv under ``work`` (no system site packages): torch first, then ``wheel[extras]``."""
-    venv, home, cwd = work / "venv", work / "home", work / "elsewhere"
-    home.mkdir(parents=True, exist_ok=True)
-    cwd.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "venv", str(venv)], "venv: python -m venv")
-    inst = Installed(venv, home, cwd, clean_env(venv, home))
-    pip_env = {**inst.env, "HOME": os.environ.get("HOME", str(home))}  # pip keeps the user's cache
-    run([inst.python, "-m", "pip", "install", "-q", torch_spec], f"venv: pip install {torch_spec}", cwd=cwd, env=pip_env)
-    target = f"{wheel}[{extras}]" if extras else str(wheel)
-    run([inst.python, "-m", "pip", "install", "-q", target], f"venv: pip install {wheel.name}[{extras}]", cwd=cwd, env=pip_env)
-    return inst
-
-
 def _json(done: subprocess.CompletedProcess, what: str):
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError as err:
-        raise CheckFailed(f"{what}: the output is not JSON ({err})", _tail(done.stdout)) from None
+        raise CheckFailed(f"{what}: the output is not JSON ({err})", tail(done.stdout)) from None
 
 
 def check_installed(inst: Installed, sources: Path, demo: bool = True) -> None:
@@ -206,6 +135,8 @@ def check_installed(inst: Installed, sources: Path, demo: bool = True) -> None:
     for module in ("medgen_core", "medgen_bundles", "package_dir"):
         if not Path(report[module]).resolve().is_relative_to(inst.venv.resolve()):
             raise CheckFailed(f"imports: {module} comes from {report[module]}, not from the venv {inst.venv}")
+    if report["packages"] != {"nilearn": True, "transformers": False}:
+        raise CheckFailed(f"imports: a plain install must have nilearn (the demo's sample) and no transformers; found {report['packages']}")
     bad = {b: r for b, r in report["bundles"].items() if r["missing"] or r["extra"] or r["different"]}
     if bad or len(report["bundles"]) != 7:
         raise CheckFailed(f"package data: the installed bundles differ from the clone's ({len(report['bundles'])} bundles): "
@@ -250,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="working folder (default: a new temporary folder, removed afterwards unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (venv, outputs)")
     parser.add_argument("--torch", default=DEFAULT_TORCH, help=f"torch requirement installed first (default {DEFAULT_TORCH})")
+    parser.add_argument("--extras", default="", help="install the wheel with these extras, e.g. data (default: none, the plain wheel)")
     parser.add_argument("--no-demo", action="store_true", help="skip medgen demo")
     parser.add_argument("--reuse-venv", action="store_true", help="with --work: keep an existing WORK/venv (a re-run while debugging; not for CI)")
     args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="medgen-wheel-check-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = working_folder(args.work, "medgen-wheel-check-")
     start = time.monotonic()
-    step = "build"
+    step, failures = "build", []
     try:
         t = time.monotonic()
         wheel = args.wheel.resolve() if args.wheel else build_wheel(REPO, work)
@@ -269,22 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse_venv and (venv / ("Scripts" if os.name == "nt" else "bin") / "medgen").exists():
             inst = Installed(venv, work / "home", work / "elsewhere", clean_env(venv, work / "home"))
         else:
-            inst = install(wheel, work, args.torch)
-        print(f"fresh venv {inst.venv}: {args.torch}, then {wheel.name}[data] [{time.monotonic() - t:.0f} s]")
+            inst = install(wheel, work, args.torch, extras=args.extras)
+        print(f"fresh venv {inst.venv}: {args.torch}, then {wheel.name}{f'[{args.extras}]' if args.extras else ''} "
+              f"[{time.monotonic() - t:.0f} s]")
         step, t = "installed", time.monotonic()
         print(f"from {inst.cwd} (HOME={inst.home}):")
         check_installed(inst, sources, demo=not args.no_demo)
         print(f"checks [{time.monotonic() - t:.0f} s]")
     except CheckFailed as err:
-        print(f"check_installed_wheel: FAILED ({step}): {err}", file=sys.stderr)
+        failures.append(f"{step}: {err}")
         if err.details.strip():
             print(err.details, file=sys.stderr)
-        print(f"working folder kept: {work}", file=sys.stderr)
-        return 1
-    print(f"installed-wheel checks passed in {time.monotonic() - start:.0f} s")
-    if not args.keep and not args.work:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish("installed-wheel checks", failures, work, start, keep=args.keep, given=args.work is not None)
 
 
 if __name__ == "__main__":

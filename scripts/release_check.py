@@ -4,7 +4,8 @@
 1. sdist and wheel: ``python -m build`` of a clean copy of the sources (the wheel is built *from the sdist*,
    so a file missing from the sdist fails here); the sdist holds every bundle file, neither holds local
    outputs or caches; sizes printed.
-2. the installed-wheel checks of scripts/check_installed_wheel.py in a fresh venv (torch==2.13.0 first):
+2. the installed-wheel checks of scripts/check_installed_wheel.py in a fresh venv (torch==2.13.0 first, then the
+   plain wheel):
    imports, package data, ``bundle list``, ``upscale``, ``provenance verify``, ``demo``, ``monai.bundle run``.
 3. the zoo checks: ``medgen bundle check NAME --json`` for every installed bundle (a table per bundle).
 4. sharing: ``medgen bundle pack`` of every bundle, then ``medgen bundle install PACK --sha256 <its checksum
@@ -24,19 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_installed_wheel import (  # noqa: E402  (the script's own folder)
-    REPO, CheckFailed, Installed, check_installed, check_wheel_contents, install, run, stage_sources,
-)
+from _venv import CheckFailed, Installed, finish, install, run, working_folder  # noqa: E402  (the script's own folder)
+from check_installed_wheel import REPO, check_installed, check_wheel_contents, stage_sources  # noqa: E402
 
 _COMPARE = r"""
 import hashlib, json, sys
@@ -156,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     parser.add_argument("--skip-zoo", action="store_true", help="skip step 3 (the zoo checks)")
     args = parser.parse_args(argv)
-    work = (args.work or Path(tempfile.mkdtemp(prefix="medgen-release-"))).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = working_folder(args.work, "medgen-release-")
     start = time.monotonic()
     failures: list[str] = []
     try:
@@ -186,15 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             print(err.details[-4000:], file=sys.stderr)
     except subprocess.SubprocessError as err:
         failures.append(f"{type(err).__name__}: {err}")
-    if failures:
-        print(f"\nrelease check FAILED ({len(failures)}), working folder {work}:", file=sys.stderr)
-        for line in failures:
-            print(f"  - {line}", file=sys.stderr)
-        return 1
-    print(f"\nrelease check passed in {time.monotonic() - start:.0f} s")
-    if not args.keep and not args.work:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish("release check", failures, work, start, keep=args.keep, given=args.work is not None)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ EXIT_CODES_HELP = ("exit codes: 0 success; 1 the command's answer is no (bundle 
                    "argument; 70 unexpected error (--debug shows the traceback); 130 interrupted")
 
 #: Optional packages and the extra of ``medgen`` that installs each.
-OPTIONAL_PACKAGES = {"transformers": "sd", "nilearn": "data", "dipy": "data"}
+OPTIONAL_PACKAGES = {"transformers": "sd", "dipy": "data"}
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"^(?:auto|cpu|cuda(?::\d+)?)$")

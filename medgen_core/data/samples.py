@@ -1,7 +1,7 @@
 """Offline sample volumes: the MNI152 2009 T1 template (nilearn) and a T2-weighted brain (dipy).
 
-Both packages ship these files inside the wheel, so nothing is downloaded. Install them with the
-``data`` extra (``pip install medgen[data]``).
+Both packages ship these files inside their wheels, so nothing is downloaded. nilearn is a dependency of
+medgen (``medgen demo`` works on a plain install); dipy comes with the ``data`` extra (``pip install medgen[data]``).
 """
 
 from __future__ import annotations
