@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageTooLargeError", "ImageWriteError", "ProvenanceError", "BundleError", "SuperResolutionError", "WeightsError"]
+__all__ = ["AugmentationError", "LabError", "MedGenError", "ImageReadError", "ImageTooLargeError", "ImageWriteError", "ProvenanceError", "BundleError", "SuperResolutionError", "TrainingDataError", "WeightsError"]
 
 
 class MedGenError(Exception):
@@ -43,3 +43,7 @@ class AugmentationError(MedGenError, ValueError):
 
 class LabError(MedGenError, ValueError):
     """A latent-space lab request that cannot be carried out: models that do not fit together, bad settings, bad images."""
+
+
+class TrainingDataError(MedGenError, ValueError):
+    """Training data that cannot be used: a missing or empty folder, files of the wrong type, unmatched pairs."""

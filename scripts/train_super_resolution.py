@@ -1,17 +1,17 @@
 #!/usr/bin/env python
 """Re-train the weights shipped in monai_bundles/brain_mri_super_resolution (CPU or GPU).
 
-Runs the bundle's own ``configs/train.json`` through MONAI's ConfigParser once per variant, copies
-each ``model.pt`` into the bundle's ``models/`` folder and records its sha256 in ``configs/metadata.json``.
+Runs the bundle's own ``configs/train.json`` (a MONAI ``SupervisedTrainer``) through MONAI's ConfigParser once per
+variant, copies each ``model.pt`` into the bundle's ``models/`` folder and records its sha256 in ``configs/metadata.json``.
 
     python scripts/train_super_resolution.py                 # every variant (about 3 h on 2 CPU cores)
     python scripts/train_super_resolution.py --variants x2_mixed --iterations 200
     nohup python scripts/train_super_resolution.py --variants x2_synthetic --threads 1 > x2_synthetic.log 2>&1 &
 
 The ``*_synthetic`` variants (the contrast- and resolution-agnostic FastSRNet) add the overlay
-``configs/train_synthetic.json`` (synthetic pairs mixed with real MNI T1 patches); they resume from
-``runs/<variant>/checkpoint.pt`` when it exists (rerun the same command after an interruption), and
-are installed with their network spec and sha256 through ``install_variant_weights``.
+``configs/train_synthetic.json`` (synthetic pairs mixed with real MNI T1 patches) and are installed with their
+network spec and sha256 through ``install_variant_weights``. Every variant resumes from the newest
+``runs/<variant>/checkpoint_epoch=N.pt`` when one exists (rerun the same command after an interruption).
 """
 
 from __future__ import annotations
@@ -83,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"bundle_root": str(BUNDLE), "variant": name, "output_dir": str(args.runs_dir / name), **VARIANTS[name]}
         if args.iterations is not None:
             overrides["iterations"] = args.iterations
-        parser.update(literal_overrides(overrides))  # paths as literals: a runs folder named '$...' or 'a#b' is a folder
+        # paths as literals: a runs folder named '$...' or 'a#b' is a folder
+        if args.init_from is not None:
+            overrides["init_from"] = str(args.init_from)  # a checkpoint of the run itself, if any, wins (resume)
+        parser.update(literal_overrides(overrides))
         parser.get_parsed_content("initialize")
-        trainer = parser.get_parsed_content("trainer")
-        if args.init_from is not None and not (args.runs_dir / name / "checkpoint.pt").exists():
-            trainer.initialise_from(args.init_from)
-        model_path = trainer.run()
+        parser.get_parsed_content("run")
+        model_path = args.runs_dir / name / "model.pt"
         if synthetic and not args.no_install:
             print(f"{name}: installed {install_synthetic(name, VARIANTS[name]['scale'], model_path, overrides['iterations'])}", flush=True)
         elif not args.no_install:

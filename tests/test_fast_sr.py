@@ -16,7 +16,8 @@ from medgen_core.errors import WeightsError
 from medgen_core.networks import FastSRNet, RRDBNet
 from medgen_core.networks.sr import DEFAULT_RRDB_SPEC, sr_network
 from medgen_core.training.sr_synthetic import SyntheticMixBatches
-from medgen_core.training.super_resolution import PatchSampler, SRTrainingConfig, SuperResolutionTrainer, load_training_slices
+from medgen_core.training.super_resolution import PatchSampler, SRDataConfig, initialise_from, load_training_slices
+from train_testing import workflow
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution"
 #: Budget of issue 15 / the references: whole MNI volume x2 in-plane in 60 s at ~70 GFLOP/s on 2 cores.
@@ -123,23 +124,26 @@ def test_noise_on_the_target_is_carried_into_the_input(real_sampler: PatchSample
 
 def test_config_refuses_bad_data_mode_and_kind_weights() -> None:
     with pytest.raises(ValueError, match="data must be 'mni' or 'synthetic'"):
-        SRTrainingConfig(data="real")
+        SRDataConfig(data="real")
     with pytest.raises(ValueError, match="kind_weights must be 3 non-negative numbers"):
-        SRTrainingConfig(kind_weights=(1.0, -1.0, 1.0))
+        SRDataConfig(kind_weights=(1.0, -1.0, 1.0))
     with pytest.raises(ValueError, match="noise_on must be 'hr' or 'lr'"):
-        SRTrainingConfig(noise_on="target")
+        SRDataConfig(noise_on="target")
 
 
 def test_a_few_synthetic_steps_reduce_the_loss(tmp_path: Path) -> None:
-    """150 steps on synthetic + real block-averaged pairs (noise off, so that a few steps suffice) beat the start (bicubic)."""
-    torch.manual_seed(0)
-    net = FastSRNet(2, scale=2, num_feat=16, num_block=1)
-    config = SRTrainingConfig(scale=2, data="synthetic", patch_size=48, batch_size=8, iterations=150, lr=1e-3, log_every=50,
-                              checkpoint_every=1000, bf16=False, seed=0, real_fraction=0.25, kind_weights=(0.0, 1.0, 0.0),
-                              noise_prob=0.0, real_noise_prob=0.0)
-    trainer = SuperResolutionTrainer(net, load_training_slices(), config, tmp_path)
-    held_out = SyntheticMixBatches(2, 48, trainer.sampler, real_fraction=0.25, kind_weights=(0.0, 1.0, 0.0), seed=999,
-                                   real_noise_prob=0.0, noise_prob=0.0)
+    """150 steps of the bundle's train.json + train_synthetic.json (synthetic + real block-averaged pairs, noise off, so
+    that a few steps suffice) beat the start (bicubic)."""
+    overrides = {"output_dir": str(tmp_path), "iterations": 150, "lr": 1e-3, "log_every": 50, "checkpoint_every": 1000, "bf16": False,
+                 "network_def#num_feat": 16, "network_def#num_block": 1, "data_config#patch_size": 48, "data_config#batch_size": 8,
+                 "data_config#real_fraction": 0.25, "data_config#kind_weights": [0.0, 1.0, 0.0], "data_config#noise_prob": 0.0,
+                 "data_config#real_noise_prob": 0.0}
+    w = workflow("brain_mri_super_resolution", overrides, ["train.json", "train_synthetic.json"])
+    assert w.check_properties() == []
+    net = w.parser.get_parsed_content("network")
+    assert isinstance(net, FastSRNet)
+    held_out = SyntheticMixBatches(2, 48, w.parser.get_parsed_content("train#dataset").sampler, real_fraction=0.25,
+                                   kind_weights=(0.0, 1.0, 0.0), seed=999, real_noise_prob=0.0, noise_prob=0.0)
     lr, hr = held_out(32)
 
     def l1() -> float:
@@ -147,7 +151,8 @@ def test_a_few_synthetic_steps_reduce_the_loss(tmp_path: Path) -> None:
             return float((net.eval()(lr) - hr).abs().mean())
 
     before = l1()
-    trainer.run(resume=False)
+    w.run()
+    w.finalize()
     after = l1()
     assert after < 0.98 * before, (before, after)  # the net starts as bicubic (measured: 0.959 x after 150 steps)
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "loss_curve.png").is_file()
@@ -210,9 +215,11 @@ def test_initialise_an_x4_run_from_x2_weights_keeps_the_trunk(tmp_path: Path) ->
     x2 = FastSRNet(2, scale=2, num_feat=8, num_block=1)
     torch.nn.init.normal_(x2.head.conv.weight)
     torch.save(x2.state_dict(), tmp_path / "x2.pt")
-    x4 = FastSRNet(2, scale=4, num_feat=8, num_block=1)
-    config = SRTrainingConfig(scale=4, data="synthetic", patch_size=32, batch_size=2, iterations=1, bf16=False, real_fraction=0.0)
-    trainer = SuperResolutionTrainer(x4, torch.rand(2, 1, 40, 40), config, tmp_path / "run")
-    trainer.initialise_from(tmp_path / "x2.pt")
+    x4 = initialise_from(FastSRNet(2, scale=4, num_feat=8, num_block=1), tmp_path / "x2.pt")
     assert torch.equal(x4.head.conv.weight, x2.head.conv.weight)
     assert torch.equal(x4.upsample.conv_block.weight, torch.zeros_like(x4.upsample.conv_block.weight))  # other scale: own init
+    # the bundle's train.json does the same through its init_from override
+    overrides = {"output_dir": str(tmp_path / "run"), "scale": 4, "init_from": str(tmp_path / "x2.pt"), "network_def#num_feat": 8,
+                 "network_def#num_block": 1}
+    net = workflow("brain_mri_super_resolution", overrides, ["train.json", "train_synthetic.json"]).parser.get_parsed_content("network")
+    assert torch.equal(net.head.conv.weight, x2.head.conv.weight)

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from bundle_testing import REPO, sample_volume
+from medgen_core.training.engines import checkpoint_files
 from medgen_core.networks import RRDBNet
-from medgen_core.training.super_resolution import SRTrainingConfig, SuperResolutionTrainer
+from medgen_core.training.super_resolution import PatchSampler, SRDataConfig, SRPairBatches
+from train_testing import log_rows
 
 BUNDLE = REPO / "monai_bundles" / "brain_mri_super_resolution"
 
@@ -26,25 +28,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_distributed_needs_a_process_group(tmp_path: Path) -> None:
-    net = RRDBNet(spatial_dims=2, scale=2, num_feat=8, num_block=1, num_grow=4)
-    with pytest.raises(ValueError, match="distributed=True needs an initialised torch.distributed process group"):
-        SuperResolutionTrainer(net, torch.rand(4, 1, 32, 32), SRTrainingConfig(patch_size=16), tmp_path, distributed=True)
+def test_single_process_batches_use_every_slice_and_record_no_shards(tmp_path: Path) -> None:
+    slices = torch.rand(4, 1, 32, 32)
+    batches = SRPairBatches(slices, SRDataConfig(patch_size=16, batch_size=3, min_foreground=0.0), num_batches=2,
+                            shard_record=tmp_path / "data_shards.json")
+    assert isinstance(batches.sampler, PatchSampler) and batches.sampler.slices.shape[0] == 4 and len(batches) == 2
+    batch = batches[0]
+    assert batch["image"].shape == (3, 1, 8, 8) and batch["label"].shape == (3, 1, 16, 16)
     assert not (tmp_path / "data_shards.json").exists()
+    with pytest.raises(IndexError):
+        batches[2]
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
-    volume = sample_volume(tmp_path / "train.nii.gz", shape=(48, 48, 10))  # 10 axial slices to share
+    data = tmp_path / "data"
+    data.mkdir()
+    sample_volume(data / "train.nii.gz", shape=(48, 48, 10))  # 10 axial slices to share
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
         "-m", "monai.bundle", "run",
         "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
         "--meta_file", "configs/metadata.json", "--bundle_root", ".",
-        "--iterations", "2", "--gan_iterations", "1", "--train_config#patch_size", "32", "--train_config#batch_size", "2", "--train_config#bf16", "False",
-        "--train_config#min_foreground", "0.0",
+        "--iterations", "2", "--gan_iterations", "1", "--data_config#patch_size", "32", "--data_config#batch_size", "2", "--bf16", "False",
+        "--data_config#min_foreground", "0.0", "--log_every", "1",
         "--network_def#num_block", "1", "--network_def#num_feat", "8",
-        "--train_files", json.dumps([str(volume)]), "--output_dir", str(out),
+        "--dataset_dir", str(data), "--output_dir", str(out),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
@@ -53,9 +62,10 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
     RRDBNet(spatial_dims=2, scale=2, num_feat=8, num_block=1, num_grow=16).load_state_dict(state, strict=True)
-    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert checkpoint["iteration"] == 3 and "disc" in checkpoint  # 2 L1 steps + 1 GAN step (DDP discriminator)
-    assert not any(k.startswith("module.") for k in (*checkpoint["net"], *checkpoint["disc"]))
+    [(_, path)] = checkpoint_files(out)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert checkpoint["trainer"]["iteration"] == 3 and "discriminator" in checkpoint  # 2 L1 steps + 1 GAN step (DDP discriminator)
+    assert not any(k.startswith("module.") for k in (*checkpoint["network"], *checkpoint["discriminator"]))
 
     shards = json.loads((out / "data_shards.json").read_text())
     assert shards["world_size"] == 2 and shards["num_slices"] == 10
@@ -63,9 +73,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
     assert rank0 and rank1 and not rank0 & rank1, shards
     assert rank0 | rank1 <= set(range(10)) and len(rank0) == len(rank1) == 5
 
-    with open(out / "train_log.csv", newline="") as f:  # rank 0 alone writes: one row, not one per rank
-        rows = list(csv.DictReader(f))
-    assert [int(r["iteration"]) for r in rows] == [3] and float(rows[0]["d_loss"]) > 0
+    logged = log_rows(out / "train_log.csv")  # rank 0 alone writes: one row per iteration, not one per rank
+    assert [s for s, _ in logged["l1"]] == [1, 2, 3] and [s for s, _ in logged["d_loss"]] == [3] and logged["d_loss"][0][1] > 0
     assert (out / "loss_curve.png").is_file()
 
 

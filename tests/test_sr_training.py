@@ -1,9 +1,7 @@
-"""Tests for medgen_core.training.super_resolution and medgen_core.losses.adversarial (tiny, CPU, seconds)."""
+"""Tests for the super-resolution training (the SR bundle's train.json on MONAI's SupervisedTrainer) and
+medgen_core.losses.adversarial (tiny, CPU, seconds)."""
 
 from __future__ import annotations
-
-import csv
-import shutil
 
 import numpy as np
 import pytest
@@ -12,12 +10,12 @@ from scipy.ndimage import gaussian_filter
 
 from medgen_core.losses import relativistic_discriminator_loss, relativistic_generator_loss
 from medgen_core.networks import RRDBNet
-from medgen_core.training.base import load_checkpoint
-from medgen_core.training.super_resolution import PatchSampler, SRTrainingConfig, SuperResolutionTrainer
+from medgen_core.training.engines import checkpoint_files, load_checkpoint
+from medgen_core.training.super_resolution import PatchSampler, SRDataConfig
 from medgen_core.transforms.degradation import degrade
+from train_testing import log_rows, train, volume_folder, workflow
 
-
-
+BUNDLE = "brain_mri_super_resolution"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -30,20 +28,17 @@ def slices() -> torch.Tensor:
     return torch.from_numpy(sl).float()[:, None]
 
 
-def _net(seed: int = 0, interp_residual: bool = True) -> RRDBNet:
-    torch.manual_seed(seed)
-    return RRDBNet(spatial_dims=2, scale=2, num_feat=8, num_block=1, num_grow=4, interp_residual=interp_residual)
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    """The user's data folder: two smooth 48 x 48 x 4 NIfTI volumes."""
+    return str(volume_folder(tmp_path_factory.mktemp("sr_data"), n=2, shape=(48, 48, 4)))
 
 
-def _config(**kw) -> SRTrainingConfig:
-    base = dict(scale=2, degradation="block", patch_size=24, batch_size=2, iterations=4, lr=1e-3,
-                min_foreground=0.0, log_every=1, checkpoint_every=1000, bf16=False, seed=0)
-    return SRTrainingConfig(**{**base, **kw})
-
-
-def _rows(path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _overrides(data_dir: str, out, **kw) -> dict:
+    base = {"dataset_dir": data_dir, "output_dir": str(out), "degradation": "block", "iterations": 4, "lr": 1e-3, "bf16": False,
+            "log_every": 1, "checkpoint_every": 1000, "data_config#patch_size": 24, "data_config#batch_size": 2,
+            "data_config#min_foreground": 0.0, "network_def#num_feat": 8, "network_def#num_block": 1, "network_def#num_grow": 4}
+    return {**base, **kw}
 
 
 def _fixed_eval_l1(net: torch.nn.Module, slices: torch.Tensor) -> float:
@@ -52,11 +47,15 @@ def _fixed_eval_l1(net: torch.nn.Module, slices: torch.Tensor) -> float:
         return float((net(lr) - slices).abs().mean())
 
 
+def _net(w) -> torch.nn.Module:
+    return w.parser.get_parsed_content("network")
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="degradation must be 'mixed' or one of"):
-        SRTrainingConfig(degradation="bicubic")
+        SRDataConfig(degradation="bicubic")
     with pytest.raises(ValueError, match="patch_size 30 must be a multiple of scale 4"):
-        SRTrainingConfig(scale=4, patch_size=30)
+        SRDataConfig(scale=4, patch_size=30)
 
 
 def test_patch_sampler(slices: torch.Tensor) -> None:
@@ -71,111 +70,86 @@ def test_patch_sampler(slices: torch.Tensor) -> None:
         PatchSampler(slices[:, 0], 24, 0.0, g)
 
 
-def test_l1_training_decreases_loss_and_writes_outputs(tmp_path, slices: torch.Tensor) -> None:
+def test_l1_training_on_a_user_folder_decreases_loss_and_writes_outputs(tmp_path, data_dir: str, slices: torch.Tensor) -> None:
     # without the bicubic skip the network starts far from the target, so 30 steps must clearly help
-    net = _net(interp_residual=False)
+    w = workflow(BUNDLE, _overrides(data_dir, tmp_path, iterations=30, **{"network_def#interp_residual": False}))
+    assert w.check_properties() == []
+    net = _net(w)
     before = _fixed_eval_l1(net, slices)
-    trainer = SuperResolutionTrainer(net, slices, _config(iterations=30), tmp_path)
-    model_path = trainer.run(resume=False)
+    w.run()
+    w.finalize()
     after = _fixed_eval_l1(net, slices)
     assert after < 0.85 * before, (before, after)
 
-    rows = _rows(tmp_path / "train_log.csv")
-    assert [int(r["iteration"]) for r in rows] == list(range(1, 31))
-    l1 = np.array([float(r["l1"]) for r in rows])
+    rows = log_rows(tmp_path / "train_log.csv")["l1"]
+    assert [step for step, _ in rows] == list(range(1, 31))
+    l1 = np.array([v for _, v in rows])
     assert np.all(np.isfinite(l1)) and l1[-5:].mean() < 0.9 * l1[:5].mean(), l1
-    assert all(r["g_adv"] == "" and r["d_loss"] == "" for r in rows)
 
-    assert model_path == tmp_path / "model.pt"
-    state = torch.load(model_path, map_location="cpu", weights_only=True)
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
     assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
-    fresh = _net(seed=123, interp_residual=False)
+    fresh = RRDBNet(spatial_dims=2, scale=2, num_feat=8, num_block=1, num_grow=4, interp_residual=False)
     fresh.load_state_dict(state, strict=True)
     assert _fixed_eval_l1(fresh, slices) == pytest.approx(after, rel=1e-6)
 
     png = (tmp_path / "loss_curve.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
-    assert trainer.iteration == 30 and not trainer.net.training
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["iteration"] == 30 and ckpt["config"]["iterations"] == 30
+    [(epoch, path)] = checkpoint_files(tmp_path)
+    ckpt = load_checkpoint(path)
+    assert epoch == 1 and ckpt["trainer"]["iteration"] == 30 and {"network", "optimizer", "lr_scheduler"} <= set(ckpt)
+    # the schedule: cosine from lr to 1% of it over the 30 iterations
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 30 / 30))))
 
 
-def test_resume_continues_from_the_checkpoint(tmp_path, slices: torch.Tensor) -> None:
-    run_dir = tmp_path / "run"
-    config = _config(iterations=12, checkpoint_every=5)
-    crashed = SuperResolutionTrainer(_net(seed=0), slices, config, run_dir)
-    real_step = crashed.l1_step
+def test_a_crashed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, data_dir: str) -> None:
+    settings = {"iterations": 12, "checkpoint_every": 4}  # 3 epochs of 4 iterations, a checkpoint after each
 
-    def crashing_step():
-        if crashed.iteration == 7:
-            raise RuntimeError("simulated crash")
-        return real_step()
+    class Crash(RuntimeError):
+        pass
 
-    crashed.l1_step = crashing_step
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashed.run(resume=False)
-    assert crashed.iteration == 7
-    saved = load_checkpoint(run_dir / "checkpoint.pt")
-    assert saved["iteration"] == 5
-    assert not (run_dir / "model.pt").exists()
-    shutil.copytree(run_dir, tmp_path / "run_copy")
+    def crash_at_7(w) -> None:
+        def boom(engine):
+            if engine.state.iteration == 7:
+                raise Crash("simulated crash")
+        from ignite.engine import Events
 
-    resumed = SuperResolutionTrainer(_net(seed=99), slices, config, run_dir)  # different init: must be overwritten
-    assert resumed.resume() is True
-    assert resumed.iteration == 5
-    for k, v in resumed.net.state_dict().items():
-        torch.testing.assert_close(v, saved["net"][k], rtol=0, atol=0)
-    # the crashed trainer moved on after the checkpoint: resuming restores iteration-5 weights, not those
-    assert any(not torch.equal(v, crashed.net.state_dict()[k]) for k, v in saved["net"].items())
-    opt_state = resumed.opt.state_dict()["state"]
-    assert len(opt_state) == len(saved["opt"]["state"]) > 0
-    for idx, st in saved["opt"]["state"].items():
-        assert float(opt_state[idx]["step"]) == float(st["step"]) == 5.0
-        torch.testing.assert_close(opt_state[idx]["exp_avg"], st["exp_avg"], rtol=0, atol=0)
-        torch.testing.assert_close(opt_state[idx]["exp_avg_sq"], st["exp_avg_sq"], rtol=0, atol=0)
+        w.parser.get_parsed_content("train#trainer").add_event_handler(Events.ITERATION_COMPLETED, boom)
 
-    resumed.run(resume=False)  # already resumed above
-    assert resumed.iteration == 12
-    assert float(next(iter(resumed.opt.state_dict()["state"].values()))["step"]) == 12.0
+    run = tmp_path / "run"
+    with pytest.raises(Exception) as failure:
+        train(BUNDLE, _overrides(data_dir, run, **settings), before_run=crash_at_7)
+    assert "simulated crash" in repr(failure.value) or isinstance(failure.value.__cause__, Crash)
+    assert [n for n, _ in checkpoint_files(run)] == [1] and not (run / "model.pt").exists()
+    assert load_checkpoint(run / "checkpoint_epoch=1.pt")["trainer"]["iteration"] == 4
 
-    # resuming is reproducible: the same checkpoint gives the same final weights
-    again = SuperResolutionTrainer(_net(seed=7), slices, config, tmp_path / "run_copy")
-    again.run(resume=True)
-    assert again.iteration == 12
-    for k, v in again.net.state_dict().items():
-        torch.testing.assert_close(v, resumed.net.state_dict()[k], rtol=0, atol=0)
-    final = torch.load(run_dir / "model.pt", weights_only=True)
-    for k, v in final.items():
-        torch.testing.assert_close(v, resumed.net.state_dict()[k], rtol=0, atol=0)
-    # iterations 8..12 were logged after the resume
-    logged = [int(r["iteration"]) for r in _rows(run_dir / "train_log.csv")]
-    assert logged[-5:] == [8, 9, 10, 11, 12]
+    resumed = train(BUNDLE, _overrides(data_dir, run, seed=0, **settings))  # same command again: resumes at iteration 4
+    assert resumed.parser.get_parsed_content("train#trainer").state.iteration == 12
+    whole = train(BUNDLE, _overrides(data_dir, tmp_path / "whole", **settings))  # the same run without a crash
+    a = torch.load(run / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    opt = load_checkpoint(run / "checkpoint_epoch=3.pt")["optimizer"]["state"]
+    assert {float(st["step"]) for st in opt.values()} == {12.0}
+    assert [n for n, _ in checkpoint_files(run)] == [2, 3]  # the newest two are kept, also across the resume
+    assert whole is not resumed
 
 
-def test_resume_without_checkpoint_starts_at_zero(tmp_path, slices: torch.Tensor) -> None:
-    trainer = SuperResolutionTrainer(_net(), slices, _config(), tmp_path)
-    assert trainer.resume() is False and trainer.iteration == 0
-
-
-def test_gan_finetune_logs_adversarial_terms(tmp_path, slices: torch.Tensor) -> None:
-    config = _config(iterations=2, gan_iterations=2, patch_size=32, checkpoint_every=1000)
-    trainer = SuperResolutionTrainer(_net(), slices, config, tmp_path)
-    assert trainer.disc is not None
-    disc_before = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
-    trainer.run(resume=False)
-    assert trainer.iteration == 4
-    rows = _rows(tmp_path / "train_log.csv")
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
-    for r in rows[:2]:
-        assert r["g_adv"] == "" and r["d_loss"] == ""
-    for r in rows[2:]:
-        g_adv, d_loss = float(r["g_adv"]), float(r["d_loss"])
-        assert np.isfinite(g_adv) and np.isfinite(d_loss)
+def test_gan_finetune_logs_adversarial_terms(tmp_path, data_dir: str) -> None:
+    w = workflow(BUNDLE, _overrides(data_dir, tmp_path, iterations=2, gan_iterations=2, **{"data_config#patch_size": 32}))
+    disc = w.parser.get_parsed_content("discriminator")
+    disc_before = {k: v.clone() for k, v in disc.state_dict().items()}
+    w.run()
+    w.finalize()
+    logged = log_rows(tmp_path / "train_log.csv")
+    assert [s for s, _ in logged["l1"]] == [1, 2, 3, 4]
+    assert [s for s, _ in logged["g_adv"]] == [3, 4] and [s for s, _ in logged["d_loss"]] == [3, 4]
+    for (_, g_adv), (_, d_loss) in zip(logged["g_adv"], logged["d_loss"]):
         # BCE-with-logits mean of two terms: positive; near log 2 for an untrained discriminator
         assert 0.0 < d_loss < 5.0 and 0.0 < g_adv < 5.0
-    assert any(not torch.equal(v, trainer.disc.state_dict()[k]) for k, v in disc_before.items() if v.is_floating_point())
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert {"disc", "opt_d"} <= set(ckpt)
+    assert any(not torch.equal(v, disc.state_dict()[k]) for k, v in disc_before.items() if v.is_floating_point())
+    ckpt = load_checkpoint(checkpoint_files(tmp_path)[-1][1])
+    assert {"discriminator", "d_optimizer"} <= set(ckpt)
 
 
 def _bce_logits(x: torch.Tensor, target: float) -> torch.Tensor:

@@ -1,73 +1,58 @@
-"""Super-resolution training: L1 pre-training, then an optional relativistic GAN fine-tune (ESRGAN recipe).
+"""Super-resolution training on MONAI engines: L1 pre-training, then an optional relativistic GAN fine-tune (ESRGAN).
 
-Data are 2D high-resolution slices ``(N, 1, H, W)`` in [0, 1]; low-resolution inputs are made on the
-fly with :mod:`medgen_core.transforms.degradation`, either one fixed degradation or the randomised mix
-(:class:`~medgen_core.transforms.degradation.RandomDegradation`) that the default model uses so that it
-copes with the unknown degradation of a real scan.
+Data are 2D high-resolution slices ``(N, 1, H, W)`` in [0, 1]; :class:`SRPairBatches` (a dataset of random batches,
+loaded with ``DataLoader(batch_size=None)``) makes the low-resolution inputs on the fly with
+:mod:`medgen_core.transforms.degradation`, either one fixed degradation or the randomised mix
+(:class:`~medgen_core.transforms.degradation.RandomDegradation`) so that the model copes with the unknown
+degradation of a real scan. With ``data="synthetic"`` the pairs come from the synthetic generator instead, mixed
+with real patches (:class:`~medgen_core.training.sr_synthetic.SyntheticMixBatches`).
 
-With ``data="synthetic"`` the pairs come from the synthetic generator instead, mixed with real MNI T1
-patches (:class:`~medgen_core.training.sr_synthetic.SyntheticMixBatches`): random anatomy, contrast,
-HR bandwidth, degradation and noise, for a default model that is not tied to one template and contrast.
-
-Multi-process training (``torchrun``, one process per GPU or several on a CPU) is supported: each rank
-trains a :class:`~torch.nn.parallel.DistributedDataParallel` copy of the generator on its own shard of
-the slices, and rank 0 alone writes the outputs.
+The step is :class:`SRIteration` inside a :class:`monai.engines.SupervisedTrainer` (the bundle's
+``configs/train.json``; handlers, schedule and checkpoints from :mod:`medgen_core.training.engines`). Under
+``torchrun`` each rank samples from its own shard of the slices (``data_shards.json``) and the generator is
+DDP-wrapped (``configs/multi_gpu_train.json``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-from monai.networks.nets import PatchDiscriminator
-from tqdm import tqdm
 
 from medgen_core.losses import relativistic_discriminator_loss, relativistic_generator_loss
-from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
+from medgen_core.training.distributed import rank_and_world_size, shard_indices
+from medgen_core.training.engines import RandomBatches, SupervisedIteration, load_checkpoint, unwrap
 from medgen_core.training.sr_synthetic import SyntheticMixBatches
 from medgen_core.transforms.degradation import DEGRADATIONS, RandomDegradation, degrade
 from medgen_core.transforms.intensity_augment import RandomContrastAugment
 
-__all__ = ["SRTrainingConfig", "SuperResolutionTrainer", "PatchSampler", "axial_slices", "load_training_slices"]
+__all__ = ["PatchSampler", "SRIteration", "SRPairBatches", "SRDataConfig", "axial_slices", "initialise_from", "load_training_slices"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SRTrainingConfig:
-    """Settings of one super-resolution training run.
+class SRDataConfig:
+    """How the training pairs of a super-resolution run are made (:class:`SRPairBatches`).
 
     Args:
         scale: upsampling factor.
         degradation: ``"mixed"`` (randomised mix with noise) or one of ``gaussian``/``block``/``kspace``.
         patch_size: high-resolution patch side (a multiple of ``scale``).
         batch_size: patches per step.
-        iterations: L1 pre-training steps.
-        lr: Adam learning rate (ESRGAN: 2e-4), cosine-decayed to 1% over ``iterations``.
-        gan_iterations: relativistic GAN fine-tuning steps after pre-training (0 = none).
-        gan_lr: learning rate of generator and discriminator during the GAN stage (ESRGAN: 1e-4).
-        gan_weight: weight of the adversarial term (ESRGAN: 5e-3); L1 keeps weight 1 here because no
-            perceptual (VGG) network can be downloaded offline.
         min_foreground: minimum fraction of patch voxels above 0.05 (skips empty background).
-        log_every: iterations between CSV rows.
-        checkpoint_every: iterations between resumable checkpoints.
-        seed: random seed.
         contrast_augment: randomise the contrast of high-resolution patches (foreground inversion,
             gamma, gain, noise on the target) with
             :class:`~medgen_core.transforms.intensity_augment.RandomContrastAugment`, so a model trained
-            on one T1 template transfers to other contrasts and noisy scans. Used by the default model.
-        bf16: run forward/backward under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16
-            and on GPUs; the interpolation skip and the loss stay in float32).
-        data: ``"mni"`` (patches of ``train_slices`` degraded by ``degradation``) or ``"synthetic"``
+            on one T1 template transfers to other contrasts and noisy scans.
+        data: ``"mni"`` (patches of the training slices degraded by ``degradation``) or ``"synthetic"``
             (:class:`~medgen_core.training.sr_synthetic.SyntheticMixBatches`; ``degradation`` is then ignored).
-        real_fraction: synthetic mode: share of each batch taken from ``train_slices`` (real MNI T1).
+        real_fraction: synthetic mode: share of each batch taken from the training slices (real T1).
         kind_weights: synthetic mode: probabilities of Gaussian, block and k-space degradations.
         noise_prob / noise_std_max: synthetic mode: chance and largest std of Rician / Gaussian noise on the
             synthetic LR inputs; ``real_noise_prob``: the same chance for the real patches (std up to 0.02).
@@ -81,16 +66,7 @@ class SRTrainingConfig:
     degradation: str = "mixed"
     patch_size: int = 96
     batch_size: int = 12
-    iterations: int = 2000
-    lr: float = 2e-4
-    gan_iterations: int = 0
-    gan_lr: float = 1e-4
-    gan_weight: float = 5e-3
     min_foreground: float = 0.2
-    log_every: int = 25
-    checkpoint_every: int = 250
-    seed: int = 0
-    bf16: bool = True
     contrast_augment: bool = False
     data: str = "mni"
     real_fraction: float = 0.3
@@ -103,16 +79,16 @@ class SRTrainingConfig:
 
     def __post_init__(self) -> None:
         if self.degradation != "mixed" and self.degradation not in DEGRADATIONS:
-            raise ValueError(f"SRTrainingConfig: degradation must be 'mixed' or one of {DEGRADATIONS}, got {self.degradation!r}.")
+            raise ValueError(f"SRDataConfig: degradation must be 'mixed' or one of {DEGRADATIONS}, got {self.degradation!r}.")
         if self.patch_size % self.scale:
-            raise ValueError(f"SRTrainingConfig: patch_size {self.patch_size} must be a multiple of scale {self.scale}.")
+            raise ValueError(f"SRDataConfig: patch_size {self.patch_size} must be a multiple of scale {self.scale}.")
         if self.data not in ("mni", "synthetic"):
-            raise ValueError(f"SRTrainingConfig: data must be 'mni' or 'synthetic', got {self.data!r}.")
+            raise ValueError(f"SRDataConfig: data must be 'mni' or 'synthetic', got {self.data!r}.")
         self.kind_weights = tuple(float(w) for w in self.kind_weights)
         if self.noise_on not in ("hr", "lr"):
-            raise ValueError(f"SRTrainingConfig: noise_on must be 'hr' or 'lr', got {self.noise_on!r}.")
+            raise ValueError(f"SRDataConfig: noise_on must be 'hr' or 'lr', got {self.noise_on!r}.")
         if len(self.kind_weights) != 3 or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
-            raise ValueError(f"SRTrainingConfig: kind_weights must be 3 non-negative numbers (gaussian, block, kspace), got {self.kind_weights}.")
+            raise ValueError(f"SRDataConfig: kind_weights must be 3 non-negative numbers (gaussian, block, kspace), got {self.kind_weights}.")
 
     @property
     def label(self) -> str:
@@ -121,7 +97,8 @@ class SRTrainingConfig:
 
 
 def axial_slices(volumes: list[np.ndarray] | np.ndarray, indices: list[int] | None = None, normalise: bool = True) -> torch.Tensor:
-    """Stack axial slices ``(N, 1, X, Y)`` from volumes ``(X, Y, Z)`` (equal in-plane size).
+    """Stack axial slices ``(N, 1, X, Y)`` from volumes ``(X, Y, Z)``; volumes of different in-plane sizes are
+    zero-padded (bottom/right) to the largest ``X`` and ``Y`` (padding is background, which patch sampling skips).
 
     Args:
         volumes: one volume or a list of volumes.
@@ -133,16 +110,20 @@ def axial_slices(volumes: list[np.ndarray] | np.ndarray, indices: list[int] | No
     out = []
     for vol in volumes:
         vol = np.asarray(vol, dtype=np.float32)
+        if vol.ndim == 2:
+            vol = vol[:, :, None]
         if normalise:
             vol = np.clip(vol / max(float(np.percentile(vol, 99.9)), 1e-8), 0.0, 1.2)
         idx = range(vol.shape[2]) if indices is None else indices
         out.extend(torch.from_numpy(np.ascontiguousarray(vol[:, :, z])) for z in idx)
+    h, w = max(t.shape[0] for t in out), max(t.shape[1] for t in out)
+    out = [torch.nn.functional.pad(t, (0, w - t.shape[1], 0, h - t.shape[0])) for t in out]
     return torch.stack(out)[:, None]
 
 
 def load_training_slices(files: list[str] | tuple[str, ...] = ()) -> torch.Tensor:
     """Training slices ``(N, 1, X, Y)``: axial slices of the given volume files (any format
-    :func:`medgen_core.io.read_volume` reads, equal in-plane size), or, with no files, the MNI152 T1
+    :func:`medgen_core.io.read_volume` reads; see :func:`axial_slices`), or, with no files, the MNI152 T1
     template without its held-out evaluation slab (:data:`medgen_core.data.samples.MNI_HELDOUT_AXIAL`).
     """
     from medgen_core.io import read_volume
@@ -185,202 +166,117 @@ class PatchSampler:
         return torch.stack([self._one() for _ in range(batch_size)])
 
 
-class SuperResolutionTrainer:
-    """Trains an SR generator (e.g. :class:`~medgen_core.networks.RRDBNet`) and writes to ``output_dir``:
+class SRPairBatches(RandomBatches):
+    """``num_batches`` random training batches ``{"image": lr (B, 1, p/s, p/s), "label": hr (B, 1, p, p)}`` (CPU):
+    patches of ``slices`` (random crop with at least ``min_foreground`` foreground, rotation by 90 degrees, flip),
+    optionally contrast-augmented, degraded by ``config.degradation``; or synthetic pairs mixed with real patches
+    (``config.data == "synthetic"``).
 
-    ``model.pt`` (generator ``state_dict``, CPU tensors), ``checkpoint.pt`` (resumable: generator,
-    discriminator, optimisers, iteration), ``train_log.csv`` and ``loss_curve.png``.
-
-    Distributed mode (an initialised ``torch.distributed`` process group, e.g. under ``torchrun``):
-    the generator and discriminator are wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`;
-    the slices are split into disjoint shards with :class:`~torch.utils.data.DistributedSampler`
-    (shuffled with ``config.seed``, tail dropped) and each rank samples patches from its shard with
-    seed ``config.seed + rank``. Logged losses are averaged over ranks. Only rank 0 writes files, plus
-    ``data_shards.json`` (the slice indices of every rank). Weights are saved without DDP's
-    ``module.`` prefix, so ``model.pt`` and ``checkpoint.pt`` load the same as single-process ones.
+    Under an initialised process group each rank draws from its own shard of the slices (rank 0 writes every shard
+    to ``shard_record``) with the seed ``seed + rank``. Load with ``DataLoader(batch_size=None)``.
 
     Args:
-        network: generator mapping ``(B, 1, h, w)`` to ``(B, 1, scale*h, scale*w)``.
-        train_slices: high-resolution training slices ``(N, 1, H, W)``, intensities in [0, 1].
-        config: :class:`SRTrainingConfig`.
-        output_dir: where outputs go.
-        device: torch device. Defaults to CPU.
-        distributed: train with DDP. ``None`` (default) means "if a process group is initialised".
+        slices: high-resolution slices ``(N, 1, H, W)`` in [0, 1], at least ``patch_size`` in-plane.
+        config: :class:`SRDataConfig`.
+        num_batches: batches per epoch.
+        seed: seed of the batch stream.
+        shard_record: where rank 0 records the shards (``data_shards.json``) in distributed mode.
     """
 
-    def __init__(
-        self,
-        network: nn.Module,
-        train_slices: torch.Tensor,
-        config: SRTrainingConfig,
-        output_dir: str | Path,
-        device: str | torch.device = "cpu",
-        distributed: bool | None = None,
-    ) -> None:
-        self.net = network.to(device)
+    def __init__(self, slices: torch.Tensor, config: SRDataConfig, num_batches: int, seed: int = 0,
+                 shard_record: str | Path | None = None) -> None:
+        rank, world = rank_and_world_size()
+        super().__init__(num_batches, seed + rank)
+        slices = torch.as_tensor(slices).float()
+        if world > 1:
+            record = Path(shard_record) if shard_record and rank == 0 else None
+            if record is not None:
+                record.parent.mkdir(parents=True, exist_ok=True)
+            slices = slices[shard_indices(len(slices), seed, record, "SRPairBatches")]
         self.config = config
-        self.device = torch.device(device)
-        self.distributed, self.rank, self.world_size = resolve_distributed(distributed, "SuperResolutionTrainer")
-        self.is_main = self.rank == 0
-        self.output_dir = Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._seed = config.seed + self.rank  # each rank draws its own patch stream
-        self.g = torch.Generator().manual_seed(self._seed)
-        torch.manual_seed(config.seed)
-        self.slice_indices: list[int] | None = self._shard(len(train_slices)) if self.distributed else None
-        slices = train_slices if self.slice_indices is None else train_slices[self.slice_indices]
-        self.sampler = PatchSampler(slices.float(), config.patch_size, config.min_foreground, self.g)
+        self.sampler = PatchSampler(slices, config.patch_size, config.min_foreground, self.g)
         self.random_degradation = RandomDegradation(config.scale, generator=self.g)
         self.contrast_augment = RandomContrastAugment(generator=self.g) if config.contrast_augment else None
         self.synthetic: SyntheticMixBatches | None = None
         if config.data == "synthetic":
             self.synthetic = SyntheticMixBatches(config.scale, config.patch_size, self.sampler, config.real_fraction,
-                                                 config.kind_weights, seed=self._seed, real_noise_prob=config.real_noise_prob,
+                                                 config.kind_weights, seed=seed + rank, real_noise_prob=config.real_noise_prob,
                                                  noise_prob=config.noise_prob, noise_std_range=(0.0, config.noise_std_max),
                                                  noise_on=config.noise_on, deform={"scale_range": config.deform_scale_range})
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.99))
-        self.disc: nn.Module | None = None
-        self.opt_d: torch.optim.Optimizer | None = None
-        if config.gan_iterations > 0:
-            self.disc = PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=32, in_channels=1, out_channels=1).to(device)
-            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.gan_lr, betas=(0.9, 0.99))
-        # forward passes that update weights go through these (DDP wrappers, or the modules themselves)
-        self.model = self._wrap(self.net)
-        self.disc_model = self._wrap(self.disc) if self.disc is not None else None
-        self.iteration = 0
-        self.log = CSVLogger(self.output_dir / "train_log.csv", ["iteration", "l1", "g_adv", "d_loss"]) if self.is_main else None
 
-    # -- distributed ----------------------------------------------------------------------------
-    def _wrap(self, module: nn.Module) -> nn.Module:
-        return wrap_ddp(module, self.device) if self.distributed else module
-
-    def _shard(self, num_slices: int) -> list[int]:
-        """This rank's slice indices (disjoint across ranks); rank 0 records all shards in ``data_shards.json``."""
-        return shard_indices(num_slices, self.config.seed, self.output_dir / "data_shards.json" if self.is_main else None, "SuperResolutionTrainer")
-
-    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
-        return mean_over_ranks(stats, self.device) if self.distributed else stats
-
-    # -- data -----------------------------------------------------------------------------------
-    def make_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(lr, hr)``: a high-resolution batch and its degraded low-resolution version."""
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
         if self.synthetic is not None:
-            lr, hr = self.synthetic(self.config.batch_size)
-            return lr.to(self.device), hr.to(self.device)
-        hr = self.sampler.sample(self.config.batch_size)
+            self.synthetic.reseed(seed)
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        c = self.config
+        if self.synthetic is not None:
+            lr, hr = self.synthetic(c.batch_size)
+            return {"image": lr, "label": hr}
+        hr = self.sampler.sample(c.batch_size)
         if self.contrast_augment is not None:
             hr = self.contrast_augment(hr)
-        if self.config.degradation == "mixed":
-            lr = torch.stack([self.random_degradation(x) for x in hr])
-        else:
-            lr = degrade(hr, self.config.scale, self.config.degradation)
-        return lr.to(self.device), hr.to(self.device)
+        lr = torch.stack([self.random_degradation(x) for x in hr]) if c.degradation == "mixed" else degrade(hr, c.scale, c.degradation)
+        return {"image": lr, "label": hr}
 
-    # -- checkpointing --------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        state = {"iteration": self.iteration, "net": self.net.state_dict(), "opt": self.opt.state_dict(), "config": asdict(self.config)}
-        if self.disc is not None:
-            state["disc"], state["opt_d"] = self.disc.state_dict(), self.opt_d.state_dict()
-        atomic_torch_save(state, self.output_dir / "checkpoint.pt")
 
-    def initialise_from(self, path: str | Path) -> None:
-        """Start from the network weights of another run (``checkpoint.pt`` or ``model.pt``), with a fresh optimiser and
-        schedule. Tensors whose shape differs (e.g. the upsampling layer of another scale) keep their initialisation."""
-        state = load_checkpoint(Path(path))
-        state = state.get("net", state)
-        own = self.net.state_dict()
-        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        skipped = sorted(set(own) - set(keep))
-        self.net.load_state_dict({**own, **keep})
-        logger.info("initialised the network from %s (%d tensors; kept their own initialisation: %s)", path, len(keep), skipped or "none")
+class SRIteration(SupervisedIteration):
+    """The super-resolution step: L1 (``engine.loss_function``) for the first ``gan_start`` iterations, then, when a
+    ``discriminator`` is given, the relativistic GAN step of ESRGAN: the generator (L1 + ``gan_weight`` x adversarial,
+    discriminator frozen and called unwrapped) at learning rate ``gan_lr``, then the discriminator on detached fakes.
 
-    def resume(self) -> bool:
-        """Resume from ``checkpoint.pt`` if present; returns whether it did."""
-        path = self.output_dir / "checkpoint.pt"
-        if not path.exists():
-            return False
-        state = load_checkpoint(path)
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        if self.disc is not None and "disc" in state:
-            self.disc.load_state_dict(state["disc"])
-            self.opt_d.load_state_dict(state["opt_d"])
-        self.iteration = int(state["iteration"])
-        self.g.manual_seed(self._seed + self.iteration)  # a fresh but reproducible stream after resume
-        if self.synthetic is not None:
-            self.synthetic.reseed(self._seed + self.iteration)
-        logger.info("resumed from %s at iteration %d", path, self.iteration)
-        return True
+    Logged terms: ``l1`` (and ``g_adv``, ``d_loss`` in the GAN stage).
+    """
 
-    # -- steps ----------------------------------------------------------------------------------
-    def _set_lr(self) -> None:
-        c = self.config
-        t = min(self.iteration, c.iterations) / max(c.iterations, 1)
-        for group in self.opt.param_groups:
-            group["lr"] = c.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    def __init__(self, bf16: bool = False, discriminator: nn.Module | None = None, d_optimizer: torch.optim.Optimizer | None = None,
+                 gan_start: int = 0, gan_lr: float = 1e-4, gan_weight: float = 5e-3) -> None:
+        super().__init__(bf16, loss_name="l1")
+        if (discriminator is None) != (d_optimizer is None):
+            raise ValueError("SRIteration: give both discriminator and d_optimizer, or neither.")
+        self.discriminator, self.d_optimizer = discriminator, d_optimizer
+        self.gan_start, self.gan_lr, self.gan_weight = int(gan_start), float(gan_lr), float(gan_weight)
 
-    def l1_step(self) -> dict[str, float]:
-        """One L1 pre-training step."""
-        self._set_lr()
-        lr, hr = self.make_batch()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-            sr = self.model(lr)
-        loss = (sr.float() - hr).abs().mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return {"l1": float(loss.detach())}
-
-    def gan_step(self) -> dict[str, float]:
-        """One relativistic GAN step: generator (L1 + adversarial), then discriminator."""
-        assert self.disc is not None and self.opt_d is not None and self.disc_model is not None
-        for group in self.opt.param_groups:
-            group["lr"] = self.config.gan_lr
-        lr, hr = self.make_batch()
-        fake = self.model(lr)
+    def __call__(self, engine: Any, batch: Any) -> dict[str, Any]:
+        if self.discriminator is None or engine.state.iteration <= self.gan_start:
+            return super().__call__(engine, batch)
+        device = engine.state.device
+        lr, hr = engine.prepare_batch(batch, device, engine.non_blocking)[:2]
+        for group in engine.optimizer.param_groups:
+            group["lr"] = self.gan_lr
+        engine.network.train()
+        fake = engine.network(lr)
         # 1. generator: discriminator frozen (called unwrapped: DDP must not wait for its gradients)
-        self.disc.requires_grad_(False)
-        real_logits, fake_logits = self.disc(hr)[-1], self.disc(fake)[-1]
+        disc = unwrap(self.discriminator)
+        disc.requires_grad_(False)
+        real_logits, fake_logits = disc(hr)[-1], disc(fake)[-1]
         l1 = (fake - hr).abs().mean()
         g_adv = relativistic_generator_loss(real_logits.detach(), fake_logits)
-        self.opt.zero_grad(set_to_none=True)
-        (l1 + self.config.gan_weight * g_adv).backward()
-        self.opt.step()
+        engine.optimizer.zero_grad(set_to_none=True)
+        (l1 + self.gan_weight * g_adv).backward()
+        engine.optimizer.step()
         # 2. discriminator on detached fakes
-        self.disc.requires_grad_(True)
-        d_loss = relativistic_discriminator_loss(self.disc_model(hr)[-1], self.disc_model(fake.detach())[-1])
-        self.opt_d.zero_grad(set_to_none=True)
+        disc.requires_grad_(True)
+        d_loss = relativistic_discriminator_loss(self.discriminator(hr)[-1], self.discriminator(fake.detach())[-1])
+        self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
-        self.opt_d.step()
-        return {"l1": float(l1), "g_adv": float(g_adv), "d_loss": float(d_loss)}
+        self.d_optimizer.step()
+        terms = {"l1": float(l1.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach())}
+        return {"image": lr, "label": hr, "pred": fake.detach(), "loss": l1.detach(), "terms": terms}
 
-    def run(self, resume: bool = True) -> Path:
-        """Train to ``iterations + gan_iterations`` steps (resuming if asked) and return ``model.pt``'s path.
 
-        In distributed mode every rank returns the same path, after rank 0 has written the file.
-        """
-        if resume:
-            self.resume()
-        c = self.config
-        total = c.iterations + c.gan_iterations
-        self.net.train()
-        with tqdm(total=total, initial=self.iteration, desc=f"SR x{c.scale} {c.label}", unit="it", disable=not self.is_main) as bar:
-            while self.iteration < total:
-                stats = self.l1_step() if self.iteration < c.iterations else self.gan_step()
-                self.iteration += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items()})
-                if self.iteration % c.log_every == 0 or self.iteration == total:
-                    stats = self._mean_over_ranks(stats)  # a collective: every rank takes part
-                    if self.log is not None:
-                        self.log.log({"iteration": self.iteration, **stats})
-                if self.is_main and (self.iteration % c.checkpoint_every == 0 or self.iteration == total):
-                    self.save_checkpoint()
-        self.net.eval()
-        model_path = self.output_dir / "model.pt"
-        if self.is_main:
-            atomic_torch_save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, model_path)
-            plot_curves(self.log, self.output_dir / "loss_curve.png", title=f"SR x{c.scale} ({c.label})")
-        if self.distributed:
-            dist.barrier()
-        return model_path
+def initialise_from(network: nn.Module, path: str | Path | None) -> nn.Module:
+    """Start ``network`` from the weights of another run (``model.pt``, a ``checkpoint_*.pt`` or a legacy
+    ``checkpoint.pt``); tensors whose shape differs (e.g. the upsampling layer of another scale) keep their
+    initialisation. ``path=None`` returns the network unchanged. A resumed run's checkpoint overrides this."""
+    if path is None or str(path) == "":
+        return network
+    state = load_checkpoint(Path(path))
+    state = state.get("network", state.get("net", state))
+    own = network.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(keep))
+    network.load_state_dict({**own, **keep})
+    logger.info("initialised the network from %s (%d tensors; kept their own initialisation: %s)", path, len(keep), skipped or "none")
+    return network
+

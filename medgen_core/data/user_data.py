@@ -1,0 +1,146 @@
+"""The user's own training data: the one ``dataset_dir`` override of every bundle's ``configs/train.json``.
+
+``dataset_dir`` is a folder of NIfTI volumes (``.nii`` / ``.nii.gz``; other files are ignored, sub-folders are not
+searched unless a layout names them) or a file list: a ``.txt`` file with one path per line (relative paths are
+relative to the list; ``#`` starts a comment) or a ``.json`` list of paths. The layouts:
+
+* one domain (super-resolution, DDPM, autoencoder): ``DIR/*.nii.gz`` (:func:`volume_files`);
+* two domains paired by file name (Pix2Pix ``labels/`` + ``t1/``, GenSeg ``images/`` + ``labels/``):
+  ``DIR/<first>/NAME.nii.gz`` and ``DIR/<second>/NAME.nii.gz`` (:func:`paired_files`); or a MONAI datalist JSON
+  (``{"training": [{<key>: path, ...}]}``);
+* two unpaired domains (CycleGAN): ``DIR/A/*.nii.gz`` and ``DIR/B/*.nii.gz`` (:func:`volume_files` with ``subfolder``).
+
+Every problem (a missing or empty folder, no NIfTI file, a file that is not a readable NIfTI, a name without its
+partner) raises :class:`~medgen_core.errors.TrainingDataError` with one line naming the path, what is wrong and
+what was expected. Only headers are read here; the voxels are read by the training transforms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from medgen_core.errors import TrainingDataError
+
+__all__ = ["NIFTI_SUFFIXES", "is_nifti", "paired_files", "volume_files"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | Path) -> bool:
+    """Whether the name ends in ``.nii`` or ``.nii.gz`` (case-insensitive)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
+
+
+def _check_header(path: Path) -> None:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        shape = img.shape
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types on a damaged file
+        raise TrainingDataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                                "expected a .nii or .nii.gz volume.") from None
+    if len(shape) < 2 or min(shape[:3]) < 1:
+        raise TrainingDataError(f"{path}: a NIfTI image of shape {tuple(shape)}; expected a 2D or 3D volume.")
+
+
+def _list_file(source: Path) -> list[Path]:
+    text = source.read_text(encoding="utf-8")
+    if source.suffix.lower() == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TrainingDataError(f"{source}: not valid JSON ({err}); expected a list of NIfTI file paths.") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise TrainingDataError(f"{source}: expected a JSON list of NIfTI file paths, got {type(items).__name__}.")
+    else:
+        items = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    return [p if p.is_absolute() else source.parent / p for p in (Path(i) for i in items if i)]
+
+
+def volume_files(source: str | Path, subfolder: str | None = None, what: str = "training volumes", check: bool = True) -> list[str]:
+    """The NIfTI files of a data folder (``source`` or ``source/subfolder``) or of a file list, sorted by name.
+
+    Args:
+        source: a folder, a ``.txt`` list (one path per line) or a ``.json`` list of paths.
+        subfolder: a folder inside ``source`` to list instead (e.g. ``"A"``).
+        what: what the files are, for the error messages.
+        check: read every header (one clear line for a damaged file, before training starts).
+    """
+    root = Path(source).expanduser()
+    if not str(source).strip():
+        raise TrainingDataError(f"no training data given; expected a folder of NIfTI {what} (--dataset_dir DIR).")
+    if not root.exists():
+        raise TrainingDataError(f"{root}: no such folder; expected a folder of NIfTI {what} (.nii, .nii.gz) or a file list.")
+    if root.is_file():
+        if subfolder is not None:
+            raise TrainingDataError(f"{root}: a file; expected a folder with a {subfolder}/ sub-folder of NIfTI {what}.")
+        if root.suffix.lower() not in (".txt", ".json"):
+            raise TrainingDataError(f"{root}: a file of the wrong type; expected a folder of NIfTI {what}, or a file list (.txt, .json).")
+        files = _list_file(root)
+        if not files:
+            raise TrainingDataError(f"{root}: the file list is empty; expected one NIfTI file ({what}) per line.")
+        for f in files:
+            if not f.is_file():
+                raise TrainingDataError(f"{f}: listed in {root} but no such file.")
+            if not is_nifti(f):
+                raise TrainingDataError(f"{f}: listed in {root} but not a NIfTI file; expected .nii or .nii.gz {what}.")
+    else:
+        folder = root / subfolder if subfolder is not None else root
+        if not folder.is_dir():
+            raise TrainingDataError(f"{folder}: no such folder; expected {root} to hold a {subfolder}/ folder of NIfTI {what}.")
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        files = [p for p in entries if p.is_file() and is_nifti(p)]
+        if not files:
+            others = [p.name for p in entries]
+            found = f"it holds {len(others)} other entries ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else "it is empty"
+            raise TrainingDataError(f"{folder}: no NIfTI file (.nii, .nii.gz) in this folder, {found}; expected NIfTI {what}.")
+    if check:
+        for f in files:
+            _check_header(f)
+    return [str(f) for f in files]
+
+
+def paired_files(source: str | Path, first: str, second: str, keys: Sequence[str] = ("image", "label"),
+                 what: str = "pairs", check: bool = True) -> list[dict[str, str]]:
+    """Pairs ``[{keys[0]: source/first/NAME, keys[1]: source/second/NAME}]`` matched by file name (``.nii`` and
+    ``.nii.gz`` count as the same name), or the ``"training"`` list of a MONAI datalist JSON given as ``source``.
+    Every file needs its partner: an unmatched name is an error naming it."""
+    root = Path(source).expanduser()
+    if root.is_file() and root.suffix.lower() == ".json":
+        from monai.data import load_decathlon_datalist
+
+        try:
+            items = load_decathlon_datalist(str(root), False, "training")
+        except (KeyError, ValueError, json.JSONDecodeError) as err:
+            raise TrainingDataError(f"{root}: not a MONAI datalist with a 'training' list ({type(err).__name__}: {err}); "
+                                    f"expected {{\"training\": [{{\"{keys[0]}\": ..., \"{keys[1]}\": ...}}]}}.") from None
+        pairs = []
+        for i, item in enumerate(items):
+            if not all(k in item for k in keys):
+                raise TrainingDataError(f"{root}: item {i} of 'training' lacks {[k for k in keys if k not in item]}; expected keys {list(keys)}.")
+            for k in keys:
+                if not Path(item[k]).is_file():
+                    raise TrainingDataError(f"{item[k]}: listed in {root} but no such file.")
+                if check:
+                    _check_header(Path(item[k]))
+            pairs.append({k: str(item[k]) for k in keys})
+        if not pairs:
+            raise TrainingDataError(f"{root}: the 'training' list is empty; expected {what}.")
+        return pairs
+    a = {_stem(Path(f)): f for f in volume_files(root, first, f"{what} ({first})", check)}
+    b = {_stem(Path(f)): f for f in volume_files(root, second, f"{what} ({second})", check)}
+    lonely = sorted(set(a) ^ set(b))
+    if lonely:
+        name = lonely[0]
+        has, lacks = (first, second) if name in a else (second, first)
+        raise TrainingDataError(f"{root / has / name}: no file of the same name in {root / lacks}/ "
+                                f"({len(lonely)} unmatched); expected every {first}/NAME to have a {second}/NAME.")
+    return [{keys[0]: a[n], keys[1]: b[n]} for n in sorted(a)]
