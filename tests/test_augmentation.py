@@ -16,7 +16,7 @@ import torch
 from augmentation_testing import save_tiny_ddpm_pipeline, save_tiny_sd_pipeline
 from medgen_core.augmentation import AugmentationConfig, DiffusersBackend, GenerativeAugmentationManager
 from medgen_core.errors import AugmentationError
-from medgen_core.transforms.generative_augment import PROVENANCE_KEY, RandGenerativeAugmentd, synthetic_mask
+from medgen_core.augmentation.transform import PROVENANCE_KEY, RandGenerativeAugmentd, synthetic_mask
 
 
 @pytest.fixture(autouse=True)
@@ -263,7 +263,7 @@ def _write(path: Path, obj) -> Path:
 
 # -- experiment harness -----------------------------------------------------------------------------
 def test_classification_metrics_match_hand_computed_values() -> None:
-    from medgen_core.augmentation.experiment import classification_metrics
+    from medgen_core.experiments.augmentation import classification_metrics
 
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 0, 1, 1, 2, 2])
@@ -277,7 +277,7 @@ def test_classification_metrics_match_hand_computed_values() -> None:
 
 
 def test_experiment_harness_runs_every_condition_and_writes_reports(model_dirs, tmp_path) -> None:
-    from medgen_core.augmentation.experiment import ExperimentConfig, run_experiment
+    from medgen_core.experiments.augmentation import ExperimentConfig, run_experiment
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(6)

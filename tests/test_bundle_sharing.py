@@ -17,7 +17,8 @@ import torch
 from bundle_testing import BUNDLE_IDS, BUNDLES, REPO, sample_volume, snapshot_bundle
 from medgen_core.bundles.catalog import get_bundle
 from medgen_core.bundles.runner import run_bundle_inference
-from medgen_core.bundles.sharing import MANIFEST_NAME, install_bundle, pack_bundle, read_zoo_index
+from medgen_core.bundles.sharing import MANIFEST_NAME, install_bundle, pack_bundle
+from medgen_core.bundles.zoo_index import read_zoo_index
 from medgen_core.bundles.weights import weight_files
 from medgen_core.cli.main import main
 from medgen_core.errors import BundleError

@@ -17,7 +17,8 @@ import pytest
 
 from bundle_testing import REPO, snapshot_bundle
 from medgen_core.bundles.catalog import get_bundle
-from medgen_core.bundles.sharing import MANIFEST_NAME, pack_bundle, read_zoo_index
+from medgen_core.bundles.sharing import MANIFEST_NAME, pack_bundle
+from medgen_core.bundles.zoo_index import read_zoo_index
 from medgen_core.cli.main import main
 
 SOURCE_TREE = REPO / "monai_bundles"

@@ -23,7 +23,8 @@ from medgen_core.inference import upscaled_affine
 from medgen_core.io import Volume, ras_to_lps, read_volume
 from medgen_core.io.dicom_writer import dicom_representation, read_source_datasets, write_dicom_series
 from medgen_core.provenance import GenerationMetadata, read_provenance, sidecar_path, verify_provenance
-from medgen_core.provenance.dicom_output import read_embedded_dicom_record, write_generated_dicom_series
+from medgen_core.provenance.dicom_block import read_embedded_dicom_record
+from medgen_core.provenance.dicom_output import write_generated_dicom_series
 
 SR_METADATA = json.loads((Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution" / "configs" / "metadata.json").read_text())
 TOL_MM = 1e-4

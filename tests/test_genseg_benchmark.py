@@ -24,8 +24,8 @@ from medgen_core.data.tissue_slices import (
     mni_tissue_volume_2mm,
     tissue_slices,
 )
-from medgen_core.evaluation.genseg_benchmark import GenSegBenchmarkConfig, run_benchmark
-from medgen_core.evaluation.genseg_report import markdown_report, paired_difference
+from medgen_core.experiments.genseg_benchmark import GenSegBenchmarkConfig, run_benchmark
+from medgen_core.experiments.genseg_report import markdown_report, paired_difference
 from medgen_core.evaluation.segmentation_metrics import segmentation_scores
 from medgen_core.training.segmentation import build_segmenter
 from medgen_core.transforms.seg_augment import ClassicSegAugment, intensity_jitter

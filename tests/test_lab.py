@@ -15,7 +15,7 @@ from monai.networks.nets import UNet
 from medgen_core.cli.main import main
 from medgen_core.inference.autoencode import VolumeAutoencoder
 from medgen_core.io import Volume
-from medgen_core.lab import (
+from medgen_core.experiments.lab import (
     LabError,
     LabSlices,
     check_mixable,

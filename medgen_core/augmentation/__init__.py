@@ -1,6 +1,6 @@
 """Generative augmentation: per-modality settings, an LRU cache of generators, and backends.
 
-The training-time transform is :class:`medgen_core.transforms.generative_augment.RandGenerativeAugmentd`;
+The training-time transform is :class:`medgen_core.augmentation.transform.RandGenerativeAugmentd`;
 MONAI bundles become backends through :mod:`medgen_core.bundles.generators`.
 """
 

@@ -53,7 +53,7 @@ class GenerativeAugmentationManager:
 
     Not for data-loader worker processes: each worker would load its own copy of every generator.
     Calls from a worker raise :class:`AugmentationError`; apply generative augmentation to collated
-    batches in the main process (:class:`~medgen_core.transforms.RandGenerativeAugmentd` does).
+    batches in the main process (:class:`~medgen_core.augmentation.transform.RandGenerativeAugmentd` does).
     """
 
     def __init__(self, base_dir: str | Path, config: AugmentationConfig, device: str | torch.device | None = None,

@@ -14,7 +14,8 @@ from medgen_core.bundles.conformance import CheckResult, check_bundle, run_check
 from medgen_core.bundles.inspection import require_inspected
 from medgen_core.bundles.overrides import literal, literal_overrides
 from medgen_core.bundles.runner import run_bundle_inference
-from medgen_core.bundles.sharing import install_bundle, pack_bundle, read_zoo_index
+from medgen_core.bundles.sharing import install_bundle, pack_bundle
+from medgen_core.bundles.zoo_index import read_zoo_index
 from medgen_core.bundles.weights import load_state_dict_safely, load_verified_network, verify_weights_file, weights_status
 
 __all__ = [

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from medgen_core.bundles.catalog import BundleInfo, builtin_bundle_dirs, read_metadata
 from medgen_core.bundles.config_safety import CODE_SUFFIXES, check_bundle_configs
+from medgen_core.bundles.zoo_index import read_zoo_index
 from medgen_core.errors import BundleError
 
 __all__ = ["INSPECTED_SUFFIXES", "config_digest", "inspect_bundle", "is_builtin", "require_inspected", "trusted_at_install"]
@@ -97,8 +98,6 @@ def inspect_bundle(root: str | Path) -> tuple[str, list[str]]:
 
 def trusted_at_install(root: str | Path, digest: str) -> bool:
     """Whether ``root`` was installed with ``--trust`` with exactly this :func:`config_digest`."""
-    from medgen_core.bundles.sharing import read_zoo_index
-
     try:
         meta = read_metadata(root)
         entry = read_zoo_index().get(f"{Path(root).resolve().name}_v{meta.get('version')}", {})  # keyed by folder name

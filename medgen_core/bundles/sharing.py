@@ -16,7 +16,7 @@ whose weights do not match the sha256s in its metadata, whose name is a built-in
 (:mod:`medgen_core.bundles.config_safety`) or whose weights' sha256s are recorded nowhere in its metadata
 (Model Zoo bundles record none; they are still loaded with ``weights_only=True``). A bundle is keyed by
 its folder name (the folder inside the archive, or the folder installed); the metadata ``name`` is a label. Packed and installed bundles are recorded in a
-local zoo index, ``<user bundle dir>/model_info.json``, shaped like the MONAI model zoo's
+local zoo index, ``<user bundle dir>/model_info.json`` (:mod:`medgen_core.bundles.zoo_index`), shaped like the MONAI model zoo's
 ``model_info.json``; a bundle installed with ``trust`` has the digest of the configs the user trusted
 recorded there (:mod:`medgen_core.bundles.inspection`). Every ``.pt``/``.pth``/``.safetensors`` file is
 loaded once with ``weights_only=True`` after the sha256 checks, so a checkpoint that carries a pickle
@@ -26,7 +26,6 @@ payload is refused at install (and again when a bundle runs), never executed.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -42,14 +41,13 @@ from medgen_core.bundles.config_safety import check_bundle_configs
 from medgen_core.bundles.inspection import config_digest
 from medgen_core.bundles.conformance import EXCLUDED_TOP_DIRS, bundle_files
 from medgen_core.bundles.weights import load_state_dict_safely, weight_files, weights_status
+from medgen_core.bundles.zoo_index import record_in_index
 from medgen_core.errors import BundleError, WeightsError
 from medgen_core.provenance import sha256_file
 
-__all__ = ["INDEX_NAME", "MANIFEST_NAME", "MAX_MEMBER_BYTES", "MAX_RATIO", "MAX_UNPACKED_BYTES", "install_bundle", "pack_bundle",
-           "read_zoo_index", "record_in_index"]
+__all__ = ["MANIFEST_NAME", "MAX_MEMBER_BYTES", "MAX_RATIO", "MAX_UNPACKED_BYTES", "install_bundle", "pack_bundle"]
 
 MANIFEST_NAME = "checksums.sha256"
-INDEX_NAME = "model_info.json"
 MAX_UNPACKED_BYTES = 8 * 1024**3
 MAX_MEMBER_BYTES = 4 * 1024**3
 MAX_RATIO = 200  # uncompressed / compressed size of one member (zeros deflate ~1000:1, weights ~1.1:1, JSON ~5:1)
@@ -69,42 +67,6 @@ def _file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# -- local zoo index ---------------------------------------------------------------------------------
-def read_zoo_index(bundle_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The local zoo index ``{"<name>_v<version>": {"name", "version", "checksum", "source", ...}}``."""
-    path = Path(bundle_dir or user_bundle_dir()) / INDEX_NAME
-    if not path.is_file():
-        return {}
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{path}: the local zoo index is not valid JSON ({err}); fix or delete it.") from err
-    return index if isinstance(index, dict) else {}
-
-
-def record_in_index(name: str, version: str, checksum: str | None, source: str, bundle_dir: str | Path | None = None, **extra: Any) -> Path:
-    """Add or replace the entry ``<name>_v<version>`` in the local zoo index (atomic write)."""
-    directory = Path(bundle_dir or user_bundle_dir())
-    directory.mkdir(parents=True, exist_ok=True)
-    index = read_zoo_index(directory)
-    index[f"{name}_v{version}"] = {"name": name, "version": version, "checksum": checksum, "source": source, **extra}
-    path = directory / INDEX_NAME
-    _atomic_write_text(path, json.dumps(index, indent=4) + "\n")
-    return path
 
 
 # -- pack ----------------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def run_experiment_command(args: argparse.Namespace, cfg: AugmentationConfig, ma
 
     import torch
 
-    from medgen_core.augmentation.experiment import ExperimentConfig, markdown_table, run_experiment
+    from medgen_core.experiments.augmentation import ExperimentConfig, markdown_table, run_experiment
     from medgen_core.data.slices import mni_axial_slices_2mm, mni_heldout_axial_slices_2mm, slice_position_class
 
     overrides = {"seeds": args.seeds, "probs": args.probs, "mix_ratio_ranges": args.mix_ranges, "inference_steps": args.steps_sweep,

@@ -23,7 +23,7 @@ __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
 
-# The choices and defaults the options show, copied from medgen_core.evaluation.genseg_benchmark (METHODS,
+# The choices and defaults the options show, copied from medgen_core.experiments.genseg_benchmark (METHODS,
 # GenSegBenchmarkConfig) and medgen_core.training.segmentation (SEGMENTERS): importing those loads MONAI, which
 # would make 'medgen genseg --help' take seconds. tests/test_cli_startup.py keeps the copies equal.
 METHODS = ("a_plain", "b_classic", "c_separate", "d_genseg", "e_more_labels")
@@ -88,8 +88,8 @@ def _check_benchmark_args(args: argparse.Namespace) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from medgen_core.evaluation.genseg_benchmark import METHOD_LABELS, GenSegBenchmarkConfig, run_benchmark
-    from medgen_core.evaluation.genseg_report import markdown_report, write_bar_chart
+    from medgen_core.experiments.genseg_benchmark import METHOD_LABELS, GenSegBenchmarkConfig, run_benchmark
+    from medgen_core.experiments.genseg_report import markdown_report, write_bar_chart
 
     _check_benchmark_args(args)
     config = GenSegBenchmarkConfig(draws=args.draws, seed=args.seed, methods=tuple(dict.fromkeys(args.methods)), steps=args.steps,
@@ -127,8 +127,8 @@ def _write_outputs(results: dict, out: Path) -> str:
     import json
     import os
 
-    from medgen_core.evaluation.genseg_benchmark import METHOD_LABELS
-    from medgen_core.evaluation.genseg_report import markdown_report, write_bar_chart
+    from medgen_core.experiments.genseg_benchmark import METHOD_LABELS
+    from medgen_core.experiments.genseg_report import markdown_report, write_bar_chart
 
     text = markdown_report(results, METHOD_LABELS)
     for name, content in (("results.json", json.dumps(results, indent=4) + "\n"), ("results.md", text)):

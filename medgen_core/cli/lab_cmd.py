@@ -145,7 +145,7 @@ class LabContext:
 
 
 def _sweep(ctx: LabContext, args: argparse.Namespace) -> str:
-    from medgen_core.lab import run_bottleneck_sweep
+    from medgen_core.experiments.lab import run_bottleneck_sweep
 
     sizes = _numbers(args.latent_sizes, int, "--latent-sizes") or ctx.parser["sweep"]["latent_sizes"]
     conditioning = args.conditioning or ctx.parser["sweep"]["conditioning"]
@@ -181,7 +181,7 @@ def _pick(ctx: LabContext, spec: dict[str, Any]) -> tuple[torch.Tensor, int, str
 
 def _interpolate(ctx: LabContext, args: argparse.Namespace) -> str:
     from medgen_core.data.samples import mni152_t1_path
-    from medgen_core.lab import interpolate_latents, write_interpolation
+    from medgen_core.experiments.lab import interpolate_latents, write_interpolation
 
     cfg = ctx.parser["interpolation"]
     steps = args.steps or int(cfg["steps"])
@@ -199,7 +199,7 @@ def _interpolate(ctx: LabContext, args: argparse.Namespace) -> str:
 
 
 def _mix(ctx: LabContext, args: argparse.Namespace) -> str:
-    from medgen_core.lab import run_mixing
+    from medgen_core.experiments.lab import run_mixing
 
     cfg = ctx.parser["mixing"]
     enc_spec, dec_spec = args.encoder or cfg["encoder_variant"], args.decoder or cfg["decoder_variant"]
@@ -219,7 +219,7 @@ def _mix(ctx: LabContext, args: argparse.Namespace) -> str:
 
 def _restore(ctx: LabContext, args: argparse.Namespace) -> str:
     from medgen_core.bundles.weights import load_verified_network
-    from medgen_core.lab import run_restoration
+    from medgen_core.experiments.lab import run_restoration
     from medgen_core.transforms.corruption import CORRUPTION_KINDS
 
     cfg = ctx.parser["restoration"]
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         raise LabError(f"--steps must be >= 2 (the two endpoints), got {args.steps}")
     if args.out.exists() and not args.out.is_dir():
         raise LabError(f"{args.out}: --out must be a folder, and this is a file")
-    from medgen_core.lab.evaluate import write_json
+    from medgen_core.experiments.lab.evaluate import write_json
 
     check_device(args.device)
     ctx = LabContext(args.bundle, args.config, resolve_device(args.device))

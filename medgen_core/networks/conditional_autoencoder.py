@@ -20,7 +20,7 @@ weights ``(B, K + 1)`` (rows summing to 1), which interpolates the condition bet
 Encoder and decoder are separate submodules (:class:`ConditionalEncoder`, :class:`ConditionalDecoder`)
 that declare their :meth:`~ConditionalEncoder.signature` (latent shape, conditioning strategy, number
 of classes, image size), so an encoder of one model can be combined with the decoder of another when
-these agree (:mod:`medgen_core.lab.mix`).
+these agree (:mod:`medgen_core.experiments.lab.mix`).
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class ConditionalAutoencoder(nn.Module):
 
     @classmethod
     def from_parts(cls, encoder: ConditionalEncoder, decoder: ConditionalDecoder) -> "ConditionalAutoencoder":
-        """An autoencoder made of an existing encoder and decoder (no compatibility check; see :mod:`medgen_core.lab.mix`)."""
+        """An autoencoder made of an existing encoder and decoder (no compatibility check; see :mod:`medgen_core.experiments.lab.mix`)."""
         net = cls.__new__(cls)
         nn.Module.__init__(net)
         net.encoder, net.decoder = encoder, decoder

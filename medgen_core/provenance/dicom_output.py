@@ -10,16 +10,7 @@
    exactly the predicted ones, and ``output.sha256`` is the pixel hash of what was read back, so
    ``medgen provenance verify`` compares like with like;
 4. the record (compact JSON) is embedded in every file, in the private block
-   :data:`DICOM_PRIVATE_CREATOR` of group :data:`DICOM_PRIVATE_GROUP`:
-
-   ==============  ====  ========================================================
-   element         VR    content
-   ==============  ====  ========================================================
-   (0071,xx01)     UT    the provenance record, compact JSON (ASCII)
-   (0071,xx02)     LO    ``SYNTHETIC AI <generator name:version>``
-   (0071,xx03)     LO    the record's pixel sha256 (hex)
-   ==============  ====  ========================================================
-
+   of :mod:`medgen_core.provenance.dicom_block` (group 0071, creator ``MEDGEN 1.0``: record, flag, pixel sha256)
    (a private block rather than a standard text attribute: no standard attribute is meant for a
    machine-readable record, and tools that do not know it keep it as opaque data or drop it);
 5. the sidecar ``<out_dir>.generated.json`` is staged by the same function that writes the sidecar of
@@ -32,7 +23,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -47,17 +37,14 @@ from medgen_core.errors import ImageReadError, ImageWriteError, ProvenanceError
 from medgen_core.io import Volume, read_volume
 from medgen_core.io.dicom_writer import GEOMETRY_TOLERANCE_MM, WrittenDicomSeries, read_source_datasets, write_dicom_series
 from medgen_core.provenance.record import GenerationMetadata, sha256_file
-from medgen_core.provenance.signing import canonical_json
+from medgen_core.provenance.dicom_block import embed_dicom_record
 from medgen_core.provenance.stamp import image_output, sidecar_path, stamp_record, write_sidecar_json
 from medgen_core.provenance.watermark_stamp import mark_generated_volume
 
-__all__ = ["DICOM_PRIVATE_CREATOR", "DICOM_PRIVATE_GROUP", "read_embedded_dicom_record", "write_generated_dicom_series"]
+__all__ = ["write_generated_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
-DICOM_PRIVATE_GROUP = 0x0071
-DICOM_PRIVATE_CREATOR = "MEDGEN 1.0"
-_RECORD, _FLAG, _PIXEL_SHA = 0x01, 0x02, 0x03
 
 
 def write_generated_dicom_series(
@@ -104,7 +91,7 @@ def write_generated_dicom_series(
         back = _read_back(series)
         metadata.output = image_output(back, out_dir.name, "dicom")
         record = stamp_record(metadata)
-        _embed_record(series.files, record, metadata.generator)
+        embed_dicom_record(series.files, record, metadata.generator)
         write_sidecar_json(staged_side, record, sha256_file(series.path))  # same file names and bytes as after the rename
         with open(staged_side, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -157,46 +144,3 @@ def _read_back(series: WrittenDicomSeries) -> Volume:
     if error > GEOMETRY_TOLERANCE_MM:
         raise ImageWriteError(f"{series.path}: the DICOM series reads back with another geometry (affine off by {error:.3g})")
     return back
-
-
-def _embed_record(files: list[Path], record: dict[str, Any], generator: str) -> None:
-    """Add the private provenance block to every file of the series (in place, in the temporary folder)."""
-    import pydicom
-
-    compact = canonical_json(record).decode("ascii")
-    for file in files:
-        ds = pydicom.dcmread(str(file))
-        block = ds.private_block(DICOM_PRIVATE_GROUP, DICOM_PRIVATE_CREATOR, create=True)
-        block.add_new(_RECORD, "UT", compact)
-        block.add_new(_FLAG, "LO", f"SYNTHETIC AI {generator}"[:64])
-        block.add_new(_PIXEL_SHA, "LO", str(record["output"]["sha256"]))
-        ds.save_as(str(file), enforce_file_format=True)
-
-
-def read_embedded_dicom_record(path: str | Path) -> dict[str, Any] | None:
-    """The provenance record embedded in a DICOM series folder (or one ``.dcm`` file), or ``None``.
-
-    Raises:
-        ProvenanceError: The slices carry different records, or a record is not valid JSON.
-    """
-    import pydicom
-
-    path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    texts: set[str] = set()
-    for file in files:
-        with contextlib.suppress(Exception):  # not DICOM, or unreadable: the pixel check reports it
-            ds = pydicom.dcmread(str(file), stop_before_pixels=True)
-            with contextlib.suppress(KeyError):
-                texts.add(str(ds.private_block(DICOM_PRIVATE_GROUP, DICOM_PRIVATE_CREATOR)[_RECORD].value).rstrip(" \x00"))
-    if not texts:
-        return None
-    if len(texts) > 1:
-        raise ProvenanceError(f"{path}: the slices carry {len(texts)} different provenance records")
-    try:
-        record = json.loads(texts.pop())
-    except ValueError as err:
-        raise ProvenanceError(f"{path}: embedded DICOM provenance record is not valid JSON ({err})") from err
-    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith("medgen-provenance/"):
-        return None
-    return record

@@ -284,7 +284,7 @@ def _read_embedded(path: Path) -> dict[str, Any] | None:
     """The record embedded in a NIfTI/NRRD header or in a DICOM series' private block, or ``None``."""
     known = format_of(path)
     if path.is_dir() or (known is not None and known[0] == "dicom"):
-        from medgen_core.provenance.dicom_output import read_embedded_dicom_record  # imports this module
+        from medgen_core.provenance.dicom_block import read_embedded_dicom_record
 
         return read_embedded_dicom_record(path)
     if known is None or known[0] not in ("nifti", "nrrd"):

@@ -9,12 +9,12 @@ Library code: it knows nothing of bundles or the CLI (``medgen lab`` reads the b
 and calls these functions).
 """
 
-from medgen_core.lab.data import LabSlices, heldout_axial_slices_2mm, lab_slices
+from medgen_core.data.lab_slices import LabSlices, heldout_axial_slices_2mm, lab_slices
 from medgen_core.errors import LabError
-from medgen_core.lab.interpolate import InterpolationResult, interpolate_latents, write_interpolation
-from medgen_core.lab.mix import MixedAutoencoder, check_mixable, fit_latent_map, mix_models, run_mixing
-from medgen_core.lab.restore import evaluate_restoration, run_restoration
-from medgen_core.lab.sweep import evaluate_reconstruction, run_bottleneck_sweep
+from medgen_core.experiments.lab.interpolate import InterpolationResult, interpolate_latents, write_interpolation
+from medgen_core.experiments.lab.mix import MixedAutoencoder, check_mixable, fit_latent_map, mix_models, run_mixing
+from medgen_core.experiments.lab.restore import evaluate_restoration, run_restoration
+from medgen_core.experiments.lab.sweep import evaluate_reconstruction, run_bottleneck_sweep
 
 __all__ = [
     "InterpolationResult",

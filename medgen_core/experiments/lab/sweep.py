@@ -15,9 +15,9 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from medgen_core.lab.data import LabSlices
+from medgen_core.data.lab_slices import LabSlices
 from medgen_core.errors import LabError
-from medgen_core.lab.evaluate import batched, psnr_ssim, save_figure, write_json
+from medgen_core.experiments.lab.evaluate import batched, psnr_ssim, save_figure, write_json
 from medgen_core.training.autoencoder import AutoencoderTrainer, SliceTrainingConfig
 
 __all__ = ["evaluate_reconstruction", "plot_sweep", "run_bottleneck_sweep"]

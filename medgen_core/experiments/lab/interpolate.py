@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from medgen_core.io import Volume
 from medgen_core.errors import LabError
-from medgen_core.lab.evaluate import save_image_grid
+from medgen_core.experiments.lab.evaluate import save_image_grid
 from medgen_core.provenance import GenerationMetadata, write_generated_volume, write_sidecar
 
 __all__ = ["InterpolationResult", "interpolate_latents", "write_interpolation"]

@@ -17,9 +17,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from medgen_core.lab.data import LabSlices
+from medgen_core.data.lab_slices import LabSlices
 from medgen_core.errors import LabError
-from medgen_core.lab.evaluate import batched, psnr_ssim, save_image_grid, stamp_file, write_json
+from medgen_core.experiments.lab.evaluate import batched, psnr_ssim, save_image_grid, stamp_file, write_json
 from medgen_core.networks.conditional_autoencoder import class_weights
 
 __all__ = ["MixedAutoencoder", "check_mixable", "fit_latent_map", "mix_models", "run_mixing"]
@@ -101,7 +101,7 @@ def run_mixing(model_a: nn.Module, model_b: nn.Module, data: LabSlices, out_dir:
                settings: Mapping[str, Any] | None = None, examples: int = 4, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Held-out PSNR/SSIM of A, B, enc A + dec B and enc B + dec A (raw and linearly aligned);
     writes ``mixing.json`` and ``mixing.png`` (example reconstructions; with ``provenance``, see
-    :func:`~medgen_core.lab.evaluate.stamp_file`, also its sidecar) to ``out_dir``."""
+    :func:`~medgen_core.experiments.lab.evaluate.stamp_file`, also its sidecar) to ``out_dir``."""
     model_a.eval()
     model_b.eval()
     pairs = {

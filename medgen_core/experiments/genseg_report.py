@@ -1,6 +1,6 @@
 """Summaries of GenSeg benchmark records: mean +- SD tables, paired differences, shift effects, a bar chart.
 
-Input: the ``records`` of ``results.json`` (:func:`~medgen_core.evaluation.genseg_benchmark.run_benchmark`),
+Input: the ``records`` of ``results.json`` (:func:`~medgen_core.experiments.genseg_benchmark.run_benchmark`),
 complete or partial. Statistics use only draws that have every method being compared (paired).
 """
 

@@ -9,7 +9,7 @@ acquisition shifts (noise, bias field, contrast) so the task is not trivial:
 - ``real_duplicate``: count-matched control, the same mixing but with duplicates of real training
   slices of the same class instead of synthetic ones (separates "more samples per batch" from "new
   samples");
-- ``generative``: :class:`~medgen_core.transforms.generative_augment.RandGenerativeAugmentd` over a
+- ``generative``: :class:`~medgen_core.augmentation.transform.RandGenerativeAugmentd` over a
   sweep of ``prob``, ``mix_ratio_range`` and ``inference_steps``.
 
 Synthetic samples come from a :class:`SyntheticBank` filled once per ``inference_steps`` value by the
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from medgen_core.augmentation.config import AugmentationConfig
 from medgen_core.augmentation.manager import CacheStats, GenerativeAugmentationManager, SyntheticBatch
-from medgen_core.transforms.generative_augment import RandGenerativeAugmentd
+from medgen_core.augmentation.transform import RandGenerativeAugmentd
 
 __all__ = ["ExperimentConfig", "SyntheticBank", "classification_metrics", "run_experiment", "shifted"]
 

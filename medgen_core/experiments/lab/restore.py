@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from medgen_core.lab.data import LabSlices
+from medgen_core.data.lab_slices import LabSlices
 from medgen_core.errors import LabError
-from medgen_core.lab.evaluate import batched, psnr_ssim, save_figure, save_image_grid, stamp_file, write_json
+from medgen_core.experiments.lab.evaluate import batched, psnr_ssim, save_figure, save_image_grid, stamp_file, write_json
 from medgen_core.training.autoencoder import SliceTrainingConfig
 from medgen_core.training.restoration import RestorationTrainer
 from medgen_core.transforms.corruption import CORRUPTION_KINDS, CorruptionSettings, corrupt
