@@ -14,7 +14,7 @@ import numpy as np
 from medgen_core.data.samples import load_mni152_brain_mask, load_mni152_t1, load_mni152_tissue_probabilities
 from medgen_core.data.slices import MNI152_1MM_AFFINE
 
-__all__ = ["mni_tissue_labels_on_grid", "register_mni_tissue_labels"]
+__all__ = ["mni_tissue_labels_on_grid", "register_mni_affine", "register_mni_tissue_labels"]
 
 
 @lru_cache(maxsize=1)
@@ -51,13 +51,14 @@ def mni_tissue_labels_on_grid(affine: np.ndarray, shape: tuple[int, ...]) -> np.
     return _labels_from_probabilities(prob).reshape(tuple(shape))
 
 
-def register_mni_tissue_labels(volume: np.ndarray, affine: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Tissue labels ``(X, Y, Z)`` on ``volume``'s grid by an affine registration of the MNI152 T1 to it.
+def register_mni_affine(volume: np.ndarray, affine: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """4x4 map from ``volume``'s world space (placed by ``affine``) to MNI152 world space, by an affine
+    registration of the MNI152 T1 to ``volume``.
 
     dipy's ``AffineRegistration`` (Mattes mutual information, 32 bins, so any contrast; centre of mass ->
     translation -> rigid -> 12-parameter affine, pyramid factors 2, 1) maps the 2 mm template onto
-    ``volume`` (placed by ``affine``); the 1 mm probability maps are resampled through the result
-    (trilinear) and labelled. Accuracy is that of an affine template fit: boundaries within a few mm.
+    ``volume``. ``result @ affine`` maps ``volume``'s voxel indices to MNI world coordinates (mm).
+    Accuracy is that of an affine template fit: boundaries within a few mm.
     """
     from dipy.align.imaffine import AffineRegistration, MutualInformationMetric, transform_centers_of_mass
     from dipy.align.transforms import AffineTransform3D, RigidTransform3D, TranslationTransform3D
@@ -81,5 +82,12 @@ def register_mni_tissue_labels(volume: np.ndarray, affine: np.ndarray, *, seed: 
                                  starting_affine=start).affine
     finally:
         np.random.set_state(rng_state)
-    # dipy's affine maps static world -> moving (MNI) world: compose it into the grid's affine, then sample.
-    return mni_tissue_labels_on_grid(start @ static_affine, static.shape)
+    return np.asarray(start, dtype=np.float64)  # dipy's affine maps static world -> moving (MNI) world
+
+
+def register_mni_tissue_labels(volume: np.ndarray, affine: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Tissue labels ``(X, Y, Z)`` on ``volume``'s grid by an affine registration of the MNI152 T1 to it
+    (:func:`register_mni_affine`); the 1 mm probability maps are resampled through the result (trilinear)
+    and labelled. Accuracy is that of an affine template fit: boundaries within a few mm.
+    """
+    return mni_tissue_labels_on_grid(register_mni_affine(volume, affine, seed=seed) @ np.asarray(affine, dtype=np.float64), np.shape(volume))
