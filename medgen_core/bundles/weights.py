@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,19 +114,22 @@ def recorded_sha256s(metadata: Any) -> set[str]:
     return found
 
 
-def recorded_weight_entries(metadata: Any) -> dict[str, str]:
-    """``{relative file: sha256}`` from every ``{"file": ..., "sha256": ...}`` object in ``metadata``."""
-    entries: dict[str, str] = {}
+def _file_entries(metadata: Any) -> Iterator[dict[str, Any]]:
+    """Every ``{"file": str, "sha256": str, ...}`` object in ``metadata`` (searched recursively)."""
     stack = [metadata]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if isinstance(item.get("file"), str) and isinstance(item.get("sha256"), str):
-                entries[item["file"]] = item["sha256"].lower()
+                yield item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return entries
+
+
+def recorded_weight_entries(metadata: Any) -> dict[str, str]:
+    """``{relative file: sha256}`` from every ``{"file": ..., "sha256": ...}`` object in ``metadata``."""
+    return {entry["file"]: entry["sha256"].lower() for entry in _file_entries(metadata)}
 
 
 def weights_status(bundle_root: str | Path, metadata: dict[str, Any]) -> tuple[str, list[str]]:
@@ -141,7 +145,8 @@ def weights_status(bundle_root: str | Path, metadata: dict[str, Any]) -> tuple[s
     problems: list[str] = []
     mismatch = False
     actual = {p.relative_to(root).as_posix(): sha256_file(p) for p in weight_files(root)}
-    for rel, expected in sorted(recorded_weight_entries(metadata).items()):
+    # each distinct (file, sha256) pair: two entries naming one file (a variant and model_pt) must agree
+    for rel, expected in sorted({(entry["file"], entry["sha256"].lower()) for entry in _file_entries(metadata)}):
         path = root / rel
         if Path(rel).suffix not in WEIGHT_SUFFIXES:
             continue
@@ -165,9 +170,11 @@ def weights_status(bundle_root: str | Path, metadata: dict[str, Any]) -> tuple[s
 
 def install_variant_weights(bundle_root: str | Path, variant: str, source: str | Path, **medgen_updates: Any) -> Path:
     """Install freshly trained weights into a bundle: copy ``source`` over ``medgen.variants[variant]["file"]``,
-    record the copy's sha256 there, set any ``medgen_updates`` (e.g. ``trained=True``, ``training={...}``) in
-    the metadata's ``medgen`` section, and rewrite ``configs/metadata.json`` atomically (4-space JSON).
-    Returns the installed file's path. Used by the training scripts that produce the shipped weights."""
+    record the copy's sha256 there and in every other ``{"file", "sha256"}`` entry that names the same file (the
+    default variant is ``models/model.pt``, also recorded as ``medgen.model_pt``), set any ``medgen_updates`` (e.g.
+    ``trained=True``, ``training={...}``) in the metadata's ``medgen`` section, and rewrite ``configs/metadata.json``
+    atomically (4-space JSON). Returns the installed file's path. Used by the training scripts that produce the
+    shipped weights."""
     import json
     import os
     import shutil
@@ -182,7 +189,11 @@ def install_variant_weights(bundle_root: str | Path, variant: str, source: str |
     tmp = target.with_name(target.name + ".tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
-    variants[variant]["sha256"] = sha256_file(target)
+    digest = sha256_file(target)
+    for entry in _file_entries(meta):  # every entry that records this file
+        if entry["file"] == variants[variant]["file"]:
+            entry["sha256"] = digest
+    variants[variant]["sha256"] = digest
     meta["medgen"].update(medgen_updates)
     tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")

@@ -15,7 +15,7 @@ from medgen_core.bundles import builtin_bundle_dir
 __all__ = ["SR_BUNDLE", "copy_sr_bundle", "edit_inference", "edit_metadata", "pickle_weights", "PAYLOADS"]
 
 SR_BUNDLE = "brain_mri_super_resolution"
-SR_WEIGHTS = "models/x2_synthetic.pt"  # the file the default x2 variant loads
+SR_WEIGHTS = "models/model.pt"  # the file the default x2 variant (x2_synthetic) loads
 
 
 def copy_sr_bundle(dst: str | Path, name: str | None = None) -> Path:
