@@ -24,7 +24,7 @@ from slicer.util import VTKObservationMixin
 
 from MedGenLib import scene_io
 from MedGenLib.catalog import bundle_for, bundles_by_action, find_choice, list_bundles, list_bundles_in_background
-from MedGenLib.commands import ACTIONS, Device, detect_cuda_gpus, device_advice
+from MedGenLib.commands import ACTIONS, detect_cuda_gpus, device_advice
 from MedGenLib.dependencies import (
     execute_plan,
     find_bundled_wheel,
@@ -35,13 +35,14 @@ from MedGenLib.dependencies import (
     pytorch_extension_available,
     requirement_lines,
 )
-from MedGenLib.jobs import GenerationJob, JobOptions
+from MedGenLib.jobs import GenerationJob
+from MedGenLib.panel import bundle_entries, button_state, job_options, variant_entries
 from MedGenLib.process import State
 from MedGenLib.progress import ErrorEvent, LogEvent, ProgressEvent, StateEvent
 from MedGenLib.testing import oblique_volume
 
 LIB_MODULES = ("MedGenLib.progress", "MedGenLib.commands", "MedGenLib.process", "MedGenLib.provenance_attributes",  # reload order
-               "MedGenLib.scene_io", "MedGenLib.catalog", "MedGenLib.jobs", "MedGenLib.dependencies", "MedGenLib.testing")
+               "MedGenLib.scene_io", "MedGenLib.catalog", "MedGenLib.jobs", "MedGenLib.panel", "MedGenLib.dependencies", "MedGenLib.testing")
 SETTINGS_EXECUTABLE = "MedGen/medgenExecutable"
 logger = logging.getLogger(__name__)
 
@@ -241,17 +242,14 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.bundleComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
-        for action in ACTIONS:
-            if not self._catalog[action]:
-                continue
-            combo.addItem(f"— {action.capitalize()} —", "")
+        for entry in bundle_entries(self._catalog):
+            combo.addItem(entry.label, entry.data)
+            if entry.tooltip:
+                combo.setItemData(combo.count - 1, entry.tooltip, qt.Qt.ToolTipRole)
             try:  # group header: not selectable
-                combo.model().item(combo.count - 1).setEnabled(False)
+                combo.model().item(combo.count - 1).setEnabled(not entry.header)
             except AttributeError:
                 pass
-            for choice in self._catalog[action]:
-                combo.addItem(choice.label, choice.name)
-                combo.setItemData(combo.count - 1, f"{choice.task} ({choice.source}: {choice.path})", qt.Qt.ToolTipRole)
         combo.blockSignals(wasBlocked)
         selected = self._parameterNode.bundle if self._parameterNode else ""
         index = combo.findData(selected) if selected else -1
@@ -266,10 +264,9 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.variantComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
-        combo.addItem(_("(default)"), "")
-        hasVariants = bool(choice and choice.action in ("upscale", "augment"))  # translate: variants are directions
-        for variant in sorted(choice.variants) if hasVariants else []:
-            combo.addItem(variant, variant)
+        entries, hasVariants = variant_entries(choice, _)
+        for entry in entries:
+            combo.addItem(entry.label, entry.data)
         combo.blockSignals(wasBlocked)
         index = combo.findData(self._parameterNode.variant) if self._parameterNode else -1
         combo.setCurrentIndex(max(index, 0))
@@ -292,26 +289,10 @@ class MedGenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
         for action, button in self._buttons.items():
-            if self._runningAction is not None:
-                button.enabled = action == self._runningAction
-                button.toolTip = _("Cancel the running job (kills the MedGen process).")
-                continue
             bundle = bundle_for(self._catalog, action, p.bundle if p else "")
-            if not p or not p.inputVolume:
-                button.enabled, button.toolTip = False, _("Select an input volume.")
-            elif self._installFirst:
-                button.enabled, button.toolTip = True, _("MedGen's Python packages will be installed first.")
-            elif bundle is None or not bundle.runnable:
-                button.enabled = False
-                button.toolTip = (_("No {action} bundle is installed.").format(action=action) if bundle is None
-                                  else _("Bundle {name} has no trained weights yet.").format(name=bundle.name) if not bundle.trained
-                                  else _("The weights of bundle {name} are missing or changed (see 'medgen bundle list').").format(name=bundle.name))
-            elif action == "upscale" and p.upscaleAxes != "through" and p.scale not in bundle.scales:
-                button.enabled = False
-                button.toolTip = _("Bundle {name} has no x{scale} model.").format(name=bundle.name, scale=p.scale)
-            else:
-                button.enabled = True
-                button.toolTip = _("Run {action} with {name}.").format(action=action, name=bundle.label)
+            button.enabled, button.toolTip = button_state(
+                action, bundle, has_input=bool(p and p.inputVolume), install_first=self._installFirst, running=self._runningAction,
+                scale=p.scale if p else 2, axes=p.upscaleAxes if p else "inplane", _=_)
 
     def onActionButton(self, action: str) -> None:
         if self._job is not None:
@@ -440,14 +421,11 @@ class MedGenLogic(ScriptedLoadableModuleLogic):
         choice = bundle_for(catalog if catalog is not None else self.bundlesByAction(), action, bundle)
         if choice is None:
             raise ValueError(_("No MedGen bundle for '{action}' is installed.").format(action=action))
-        direction = direction if direction in choice.directions else None  # one-way bundles take no --direction
         if action == "augment" and int(count) > 1:
             outputVolume = None  # every variant gets its own new volume
-        options = JobOptions(action=action, bundle=choice.name, scale=int(scale), variant=variant, direction=direction,
-                             seed=seed, strength=strength if action == "augment" else None,
-                             count=int(count) if action == "augment" else 1, device=Device.CPU if forceCpu else Device.AUTO,
-                             **(dict(axes=axes, target_spacing=targetSpacing if axes == "through" else None,
-                                     adapt_seconds=adaptSeconds if axes == "through" else None, gate=bool(gate)) if action == "upscale" else {}))
+        options = job_options(action, choice, scale=scale, variant=variant, direction=direction, seed=seed, strength=strength,
+                              count=count, force_cpu=forceCpu, axes=axes, target_spacing=targetSpacing, adapt_seconds=adaptSeconds,
+                              gate=gate)
         job = GenerationJob(
             slicer.mrmlScene, inputVolume, options, output_node=outputVolume,
             executable=[self.medgenExecutable] if self.medgenExecutable else None,

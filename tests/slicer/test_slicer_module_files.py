@@ -99,7 +99,7 @@ def test_medgenlib_imports_no_gui_or_heavy_packages():
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "import MedGenLib.catalog, MedGenLib.commands, MedGenLib.dependencies, MedGenLib.jobs, MedGenLib.process\n"
-        "import MedGenLib.progress, MedGenLib.provenance_attributes, MedGenLib.scene_io, MedGenLib.testing\n"
+        "import MedGenLib.panel, MedGenLib.progress, MedGenLib.provenance_attributes, MedGenLib.scene_io, MedGenLib.testing\n"
         "bad = ['qt', 'ctk', 'slicer', 'slicer.ScriptedLoadableModule', 'torch', 'monai', 'medgen_core', 'vtk']\n"
         "print([m for m in bad if m in sys.modules])\n"
     )
