@@ -18,8 +18,9 @@
 Why not the shipped in-plane network: the RRDB runs its trunk at the low resolution and upsamples both
 plane axes by a fixed power of two, so it cannot refine an image already on the target grid, and one axis
 by 2.5 or 3.33 is not a power of two; the refiner works on the interpolated grid, where every factor is the
-same problem. It ships untrained (no through-plane training data): with ``adapt_seconds = 0`` the output is
-the consistent B-spline interpolation.
+same problem. The SR bundle ships start weights pretrained on synthetic thick-slice pairs
+(``scripts/train_through_refiner.py``); with ``adapt_seconds = 0`` they are applied unadapted, and a refiner
+left at its identity initialisation gives the consistent B-spline interpolation.
 """
 
 from __future__ import annotations
