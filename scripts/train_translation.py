@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-train the weights shipped in the translation bundles (Pix2Pix tissue -> T1, CycleGAN T1 <-> T2w).
 
-Runs each bundle's own ``configs/train.json`` through MONAI's ConfigParser (checkpoints in
+Runs each bundle's own ``configs/train.json`` (MONAI's GanTrainer) through MONAI's ConfigParser (checkpoints in
 ``--runs-dir``, so an interrupted run resumes where it stopped), copies the exported generators into the
 bundle's ``models/`` folder and records their sha256 in ``configs/metadata.json``. Also writes the
 bundles' sample inputs (``sample_data/``, held-out MNI slab) if they are missing.
@@ -89,28 +89,30 @@ def use_random_labels(parser) -> None:
     parser["slice_transforms"] = RANDOM_LABEL_TRANSFORMS
 
 
-def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | None, datalist: str | None, device: str | None,
+def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | None, dataset_dir: str | None, device: str | None,
           random_labels: bool = False, init_from: Path | None = None) -> tuple[Path, float, int]:
-    """Run ``train.json``; returns ``(output folder, seconds, iterations done in this call)``."""
+    """Run ``train.json`` (MONAI's GanTrainer); returns ``(output folder, seconds, iterations done in this call)``."""
     bundle = BUNDLES[name]["dir"]
     out = runs_dir / name
-    parser = training_parser(bundle, out, device, epochs=epochs[0], epochs_decay=epochs[1], samples_per_epoch=samples,
-                             datalist=str(Path(datalist).resolve()) if datalist else None)
-    if random_labels:
-        use_random_labels(parser)
     start_iter = _iterations(out)
     if init_from is not None and start_iter == 0:  # a resumed run keeps its checkpoint
-        trainer = parser.get_parsed_content("trainer")  # built once (N(0, 0.02) init), reused by "run"
-        trainer.nets["G"].load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True))
         print(f"{name}: generator initialised from {init_from}", flush=True)
+    parser = training_parser(bundle, out, device, epochs=epochs[0], epochs_decay=epochs[1], samples_per_epoch=samples,
+                             dataset_dir=str(Path(dataset_dir).resolve()) if dataset_dir else None,
+                             init_from=str(init_from) if init_from is not None else None)
+    if random_labels:
+        use_random_labels(parser)
     t0 = time.time()
     parser.get_parsed_content("run")
     return out, time.time() - t0, _iterations(out) - start_iter
 
 
 def _iterations(out: Path) -> int:
-    ckpt = out / "checkpoint.pt"
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["iteration"]) if ckpt.exists() else 0
+    """Iterations done so far: the newest ``checkpoint_epoch=N.pt`` in ``out``'s engine state (0 without one)."""
+    from medgen_core.training.engines import checkpoint_files, load_checkpoint
+
+    files = checkpoint_files(out)
+    return int(load_checkpoint(files[-1][1])["trainer"]["iteration"]) if files else 0
 
 
 def install(name: str, out: Path, trained: bool, note: dict) -> None:
@@ -138,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default="all", choices=(*BUNDLES, "all"))
     ap.add_argument("--epochs", type=int, default=None, help="total epochs (half constant, half linear decay); default: SCHEDULES")
     ap.add_argument("--samples", type=int, default=None, help="slices per epoch (default: every training slice; for smoke tests)")
-    ap.add_argument("--datalist", default=None, help="train on your own data: a MONAI datalist JSON (see the bundles' docs/README.md)")
+    ap.add_argument("--dataset-dir", "--datalist", dest="datalist", default=None,
+                    help="train on your own data: a folder (pix2pix: labels/ + t1/, cyclegan: A/ + B/) or, for pix2pix, a MONAI datalist JSON "
+                         "(see the bundles' docs/README.md)")
     ap.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     ap.add_argument("--runs-dir", type=Path, default=None, help="checkpoints and logs (resumable); default <bundle>/runs")
     ap.add_argument("--no-install", action="store_true", help="do not copy weights into the bundle")
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--init-from {args.init_from}: no such file (expected a generator state dict, e.g. a bundle's models/model.pt)")
     names = list(BUNDLES) if args.bundle == "all" else [args.bundle]
     if args.datalist and len(names) > 1:
-        ap.error("--datalist needs --bundle pix2pix (paired: {'training': [...]}) or --bundle cyclegan (unpaired: {'A': [...], 'B': [...]})")
+        ap.error("--dataset-dir needs --bundle pix2pix (labels/ + t1/, or a datalist) or --bundle cyclegan (A/ + B/)")
     for name in names:
         bundle = BUNDLES[name]["dir"]
         written = write_sample_data(name, bundle)

@@ -16,7 +16,8 @@ from medgen_core.errors import WeightsError
 from medgen_core.networks import FastSRNet, RRDBNet
 from medgen_core.networks.sr import DEFAULT_RRDB_SPEC, sr_network
 from medgen_core.training.sr_synthetic import SyntheticMixBatches
-from medgen_core.training.super_resolution import PatchSampler, SRDataConfig, initialise_from, load_training_slices
+from medgen_core.training.engines import initialise_from
+from medgen_core.training.super_resolution import PatchSampler, SRDataConfig, load_training_slices
 from train_testing import workflow
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -86,15 +85,21 @@ def _nifti(path: Path, data) -> str:
     return path.name
 
 
-def test_gan_trainer_distributed_needs_a_process_group(tmp_path: Path) -> None:
-    from medgen_core.networks.gan import Pix2PixUNet, build_patch_discriminator
-    from medgen_core.training.gan_base import GANSchedule
-    from medgen_core.training.pix2pix import Pix2PixTrainer
+ALL_RANKS = {"medgen_core.training.engines.EpochSeed", "medgen_core.training.engines.ResumeFromCheckpoint", "LrScheduleHandler"}
 
-    g = Pix2PixUNet(spatial_dims=2, in_channels=1, out_channels=1, num_downs=2, features=4)
-    d = build_patch_discriminator(spatial_dims=2, in_channels=2, features=4, num_layers=1)
-    with pytest.raises(ValueError, match="Pix2PixTrainer: distributed=True needs an initialised torch.distributed process group"):
-        Pix2PixTrainer(g, d, GANSchedule(1, 0), tmp_path / "run", distributed=True)
+
+@pytest.mark.parametrize("name", ["brain_mri_super_resolution", "brain_t1_to_t2w_cyclegan", "brain_tissue_to_t1_pix2pix"])
+def test_multi_gpu_configs_keep_every_rank_handler_and_give_the_writers_to_rank_0(name: str) -> None:
+    """multi_gpu_train.json keeps ``train#handlers[:k]`` on ranks > 0: exactly the seeding, resume and schedule handlers,
+    which every rank needs; the stats, checkpoint and export handlers (files) run on rank 0 only."""
+    import re
+
+    configs = REPO / "monai_bundles" / name / "configs"
+    handlers = json.loads((configs / "train.json").read_text())["train"]["handlers"]
+    split = json.loads((configs / "multi_gpu_train.json").read_text())["train#trainer#train_handlers"]
+    k = int(re.search(r"\[: (\d+) if torch.distributed.get_rank\(\) > 0 else None\]", split).group(1))
+    assert {h["_target_"] for h in handlers[:k]} <= ALL_RANKS and not {h["_target_"] for h in handlers[k:]} & ALL_RANKS
+    assert {"medgen_core.training.engines.TrainingCheckpointSaver", "medgen_core.training.engines.ExportWeights"} <= {h["_target_"] for h in handlers[k:]}
 
 
 @pytest.mark.parametrize("name", ["brain_tissue_to_t1_pix2pix", "brain_t1_to_t2w_cyclegan"])
@@ -104,22 +109,26 @@ def test_torchrun_gan_bundles_two_processes_on_cpu(tmp_path: Path, name: str) ->
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, size=(32, 32, 4))
-    img = _nifti(tmp_path / "labels.nii.gz", labels)
+    data = tmp_path / "data"
     if name.endswith("pix2pix"):
-        datalist = {"training": [{"image": img, "target": _nifti(tmp_path / "t1.nii.gz", labels * 40.0)}]}
+        (data / "labels").mkdir(parents=True)
+        (data / "t1").mkdir()
+        _nifti(data / "labels" / "s.nii.gz", labels)
+        _nifti(data / "t1" / "s.nii.gz", labels * 40.0)
         exports = ["model.pt"]
     else:
-        other = _nifti(tmp_path / "b.nii.gz", rng.random((32, 32, 4)) * 100)
-        datalist = {"A": [{"image": img}], "B": [{"image": other}]}
+        (data / "A").mkdir(parents=True)
+        (data / "B").mkdir()
+        _nifti(data / "A" / "a.nii.gz", labels)
+        _nifti(data / "B" / "b.nii.gz", rng.random((32, 32, 4)) * 100)
         exports = ["generator_a2b.pt", "generator_b2a.pt"]
-    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
         "-m", "monai.bundle", "run",
         "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
         "--meta_file", "configs/metadata.json", "--bundle_root", str(REPO / "monai_bundles" / name),
-        "--datalist", str(tmp_path / "datalist.json"), "--slice_size", "[32,32]", "--samples_per_epoch", "4",
+        "--dataset_dir", str(data), "--slice_size", "[32,32]", "--samples_per_epoch", "4", "--log_every", "1",
         "--epochs", "1", "--epochs_decay", "1", "--output_dir", str(out),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -129,14 +138,11 @@ def test_torchrun_gan_bundles_two_processes_on_cpu(tmp_path: Path, name: str) ->
     for export in exports:
         state = torch.load(out / export, map_location="cpu", weights_only=True)
         assert state and not any(k.startswith("module.") for k in state)
-    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert [n for n, _ in checkpoint_files(out)] == [1, 2]
+    checkpoint = torch.load(out / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
     # 4 samples per epoch shared by 2 ranks at batch 1: 2 iterations per rank and epoch
-    assert checkpoint["epoch"] == 2 and checkpoint["iteration"] == 4
-    with open(out / "train_log.csv", newline="") as f:  # rank 0 alone writes: one row per epoch
-        rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert checkpoint["trainer"]["iteration"] == 4
+    assert not any(k.startswith("module.") for k in (*checkpoint["g_network"], *checkpoint["d_network"]))
+    logged = log_rows(out / "train_log.csv")  # rank 0 alone writes: one row per iteration
+    assert all([s for s, _ in rows] == [1, 2, 3, 4] for rows in logged.values()), logged
     assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["epoch_0001.png", "epoch_0002.png"]
-    shards = json.loads((out / "data_shards.json").read_text())  # DistributedSampler: the ranks saw different samples
-    rank0, rank1 = set(shards["shards"]["0"]), set(shards["shards"]["1"])
-    assert shards["world_size"] == 2 and len(rank0) == len(rank1) == 2 and not rank0 & rank1 and rank0 | rank1 == {0, 1, 2, 3}
-

@@ -1,6 +1,6 @@
 """Image translation: CycleGAN losses, image pool, Pix2Pix resume, 2D/3D networks, 3D training + inference,
-:class:`VolumeTranslator`, the two translation bundles (train.json on a datalist, ``python -m monai.bundle run``)
-and ``medgen translate``."""
+:class:`VolumeTranslator`, the two translation bundles (train.json on MONAI's GanTrainer, on a user folder and a
+datalist; ``python -m monai.bundle run``) and ``medgen translate``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from monai.bundle import ConfigParser
 
 from medgen_core.cli.main import main
 from medgen_core.errors import ImageReadError
@@ -23,10 +22,10 @@ from medgen_core.inference.translate import VolumeTranslator, network_size_multi
 from medgen_core.io import Volume, read_volume
 from medgen_core.networks.gan import Pix2PixUNet, ResnetGenerator, build_patch_discriminator
 from medgen_core.provenance import read_provenance, sidecar_path, verify_provenance
-from medgen_core.training.cyclegan import CycleGANTrainer, cycle_losses
-from medgen_core.training.gan_base import GANSchedule
+from medgen_core.training.cyclegan import cycle_losses
+from medgen_core.training.engines import checkpoint_files, load_checkpoint
 from medgen_core.training.image_pool import ImagePool
-from medgen_core.training.pix2pix import Pix2PixTrainer
+from train_testing import log_rows, train
 
 REPO = Path(__file__).resolve().parents[1]
 PIX2PIX = REPO / "monai_bundles" / "brain_tissue_to_t1_pix2pix"
@@ -118,56 +117,61 @@ def test_generators_refuse_sizes_they_cannot_halve() -> None:
 
 
 # -- training -----------------------------------------------------------------------------------------
-def _pix2pix(tmp: Path, dims: int = 2) -> Pix2PixTrainer:
-    torch.manual_seed(0)
-    g = Pix2PixUNet(dims, 2, 1, num_downs=2, features=4)
-    d = build_patch_discriminator(dims, 3, features=4, num_layers=2)
-    return Pix2PixTrainer(g, d, GANSchedule(epochs=1, epochs_decay=1), tmp)
+EMPTY = {"_target_": "Compose", "transforms": []}
+TINY_PIX2PIX = {"num_classes": 2, "generator#num_downs": 2, "generator#features": 4, "discriminator#features": 4, "discriminator#num_layers": 2,
+                "slice_transforms": EMPTY, "log_every": 1}
 
 
 def _paired(shape, n: int = 2) -> list[dict[str, torch.Tensor]]:
     lab = (torch.rand((n, 1, *shape), generator=torch.Generator().manual_seed(1)) > 0.5).long()
     onehot = torch.cat([1 - lab, lab], 1).float()
-    return [{"image": onehot[i : i + 1], "target": (lab[i : i + 1].float() * 1.6 - 0.8)} for i in range(n)]
+    return [{"image": onehot[i], "target": (lab[i].float() * 1.6 - 0.8)} for i in range(n)]
 
 
 def test_pix2pix_resume_restores_epoch_iteration_and_optimizer(tmp_path) -> None:
-    loader = _paired((16, 16))
-    first = _pix2pix(tmp_path)
-    first.fit(loader, max_epochs=1, sample_batch=loader[0])
+    from ignite.engine import Events
+
+    overrides = {**TINY_PIX2PIX, "training_data": _paired((16, 16)), "output_dir": str(tmp_path), "epochs": 1, "epochs_decay": 1}
+
+    def stop_after_one_epoch(w) -> None:
+        trainer = w.parser.get_parsed_content("train#trainer")
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
+
+    train("brain_tissue_to_t1_pix2pix", overrides, before_run=stop_after_one_epoch)
     assert (tmp_path / "samples" / "epoch_0001.png").is_file() and (tmp_path / "train_log.csv").is_file()
-    second = _pix2pix(tmp_path)
-    assert second.resume() and (second.epoch, second.iteration) == (1, 2)
-    for name in ("G", "D"):
-        want, got = first.optimizers[name].state_dict(), second.optimizers[name].state_dict()
-        assert got["param_groups"][0]["lr"] == want["param_groups"][0]["lr"]
-        for k, state in want["state"].items():
-            assert int(got["state"][k]["step"]) == int(state["step"]) == 2
-            torch.testing.assert_close(got["state"][k]["exp_avg"], state["exp_avg"])
-    torch.testing.assert_close(second.nets["G"].state_dict(), first.nets["G"].state_dict())
-    second.fit(loader)  # schedule total = 2 epochs: one more
-    assert (second.epoch, second.iteration) == (2, 4)
-    assert second.optimizers["G"].param_groups[0]["lr"] < 2e-4  # decay phase reached
+    first = load_checkpoint(tmp_path / "checkpoint_epoch=1.pt")
+    # epoch 1 ran at 2e-4; the rate for epoch 2 (stepped at the end of epoch 1) is the first of the decay: 1 - 1/2
+    assert first["trainer"]["iteration"] == 2 and first["g_optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    w = train("brain_tissue_to_t1_pix2pix", overrides)  # the same command again: resumes at epoch 1, runs epoch 2
+    second = load_checkpoint(tmp_path / "checkpoint_epoch=2.pt")
+    assert second["trainer"]["iteration"] == 4 and [n for n, _ in checkpoint_files(tmp_path)] == [1, 2]
+    for name in ("g_optimizer", "d_optimizer"):  # the optimiser state carried over: 4 Adam steps, not 2
+        assert {int(st["step"]) for st in second[name]["state"].values()} == {4}
+    assert second["g_optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # past the schedule's end it stays at its last value
+    assert w.parser.get_parsed_content("train#trainer").state.epoch == 2
+    assert [s for s, _ in log_rows(tmp_path / "train_log.csv")["g_l1"]] == [1, 2, 3, 4]
 
 
 def test_3d_training_then_sliding_window_inference(tmp_path) -> None:
-    p2p = _pix2pix(tmp_path / "p2p", dims=3)
-    p2p.fit(_paired((32, 32, 32), n=2), max_epochs=1, resume=False)
-    torch.manual_seed(0)
-    mk_g = lambda: ResnetGenerator(3, 1, 1, features=4, n_res=1)  # noqa: E731
-    mk_d = lambda: build_patch_discriminator(3, 1, features=4, num_layers=2, norm="INSTANCE")  # noqa: E731
-    cyc = CycleGANTrainer(mk_g(), mk_g(), mk_d(), mk_d(), GANSchedule(1, 1), tmp_path / "cyc", pool_size=2)
-    batch = {"A": torch.rand(1, 1, 32, 32, 32) * 2 - 1, "B": torch.rand(1, 1, 32, 32, 32) * 2 - 1}
-    stats = [cyc.train_step(batch) for _ in range(2)]
-    assert all(np.isfinite(v) for s in stats for v in s.values()) and len(cyc.pool_b.images) == 2
+    p2p = train("brain_tissue_to_t1_pix2pix", {**TINY_PIX2PIX, "training_data": _paired((32, 32, 32)), "output_dir": str(tmp_path / "p2p"),
+                                               "generator#spatial_dims": 3, "discriminator#spatial_dims": 3, "num_steps": 2})
+    volumes = [torch.rand(1, 32, 32, 32) * 2 - 1 for _ in range(2)]
+    tiny = {f"{n}#{k}": v for n in ("generator_a2b", "generator_b2a") for k, v in (("spatial_dims", 3), ("features", 4), ("n_res", 1))}
+    tiny.update({f"{n}#{k}": v for n in ("discriminator_a", "discriminator_b") for k, v in (("spatial_dims", 3), ("features", 4), ("num_layers", 2))})
+    cyc = train("brain_t1_to_t2w_cyclegan", {**tiny, "domain_a": volumes, "domain_b": volumes[::-1], "slice_transform": EMPTY, "pool_size": 2,
+                                             "output_dir": str(tmp_path / "cyc"), "num_steps": 2, "log_every": 1})
+    logged = log_rows(tmp_path / "cyc" / "train_log.csv")
+    assert set(logged) == {"g_a", "g_b", "cycle_a", "cycle_b", "idt_a", "idt_b", "d_a", "d_b"}
+    assert all(np.isfinite(v) for rows in logged.values() for _, v in rows)
+    assert len(cyc.parser.get_parsed_content("train#iteration").pool_b.images) == 2
 
     labels = Volume(_labels((40, 36, 20)), AFFINE)
-    out = VolumeTranslator(p2p.nets["G"], input_mode="labels", num_classes=2, roi_size=32, progress=False)(
+    out = VolumeTranslator(p2p.parser.get_parsed_content("g_network"), input_mode="labels", num_classes=2, roi_size=32, progress=False)(
         Volume(np.minimum(labels.array, 1), AFFINE))
     assert out.shape == labels.shape and np.array_equal(out.affine, AFFINE)
     assert np.isfinite(out.array).all() and 0.0 <= out.array.min() and out.array.max() <= 1.0
     t1 = Volume(labels.array * 30 + 5, AFFINE)
-    out = VolumeTranslator(cyc.nets["G_A"], roi_size=(16, 16, 16), batch_size=4, progress=False)(t1)
+    out = VolumeTranslator(cyc.parser.get_parsed_content("g_a"), roi_size=(16, 16, 16), batch_size=4, progress=False)(t1)
     assert out.shape == t1.shape and 0.0 <= out.array.min() and out.array.max() <= np.percentile(t1.array, 99.9) + 1e-4
 
 
@@ -201,25 +205,32 @@ def test_translator_refuses_non_label_input_for_label_models() -> None:
 
 
 # -- bundles ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bundle", [PIX2PIX, CYCLEGAN], ids=["pix2pix", "cyclegan"])
-def test_train_config_on_a_datalist(tmp_path, bundle: Path) -> None:
-    """train.json on the user's own files (MONAI datalist): a 1-epoch, 2-sample run exports the generator(s)."""
-    img = _save(tmp_path / "img.nii.gz", _labels((36, 40, 6)), np.eye(4))
-    if bundle == PIX2PIX:
-        datalist = {"training": [{"image": img.name, "target": _save(tmp_path / "t1.nii.gz", _labels((36, 40, 6)) * 40, np.eye(4)).name}]}
-        size, exports = [64, 64], ["model.pt"]
+@pytest.mark.parametrize("layout", ["pix2pix-folder", "pix2pix-datalist", "cyclegan-folder"])
+def test_train_config_on_the_users_data(tmp_path, layout: str) -> None:
+    """train.json on the user's own files (``dataset_dir``: a folder, or a MONAI datalist for Pix2Pix): a 2-step run
+    through MONAI's ConfigWorkflow passes check_properties and exports the generator(s)."""
+    data = tmp_path / "data"
+    if layout.startswith("pix2pix"):
+        (data / "labels").mkdir(parents=True)
+        (data / "t1").mkdir()
+        for i in range(2):
+            _save(data / "labels" / f"s{i}.nii.gz", _labels((36, 40, 6)), np.eye(4))
+            _save(data / "t1" / f"s{i}.nii.gz", _labels((36, 40, 6)) * 40, np.eye(4))
+        if layout.endswith("datalist"):
+            items = [{"image": str(data / "labels" / f"s{i}.nii.gz"), "target": str(data / "t1" / f"s{i}.nii.gz")} for i in range(2)]
+            (tmp_path / "datalist.json").write_text(json.dumps({"training": items}))
+            data = tmp_path / "datalist.json"
+        bundle, size, exports = PIX2PIX, [64, 64], ["model.pt"]
     else:
-        datalist = {"A": [{"image": img.name}], "B": [{"image": img.name}, {"image": img.name}]}
-        size, exports = [32, 32], ["generator_a2b.pt", "generator_b2a.pt"]
-    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "train.json"))
-    parser.update({"bundle_root": str(bundle), "output_dir": str(tmp_path / "run"), "datalist": str(tmp_path / "datalist.json"),
-                   "slice_size": size, "samples_per_epoch": 2, "epochs": 1, "epochs_decay": 0, "device": "$torch.device('cpu')"})
-    parser.get_parsed_content("initialize")
-    parser.get_parsed_content("run")
+        for d, n in (("A", 1), ("B", 2)):
+            (data / d).mkdir(parents=True)
+            for i in range(n):
+                _save(data / d / f"v{i}.nii.gz", _labels((36, 40, 6)) * 30 + i, np.eye(4))
+        bundle, size, exports = CYCLEGAN, [32, 32], ["generator_a2b.pt", "generator_b2a.pt"]
+    train(bundle.name, {"dataset_dir": str(data), "output_dir": str(tmp_path / "run"), "slice_size": size, "num_steps": 2, "log_every": 1,
+                        "device": "$torch.device('cpu')"})
     assert all((tmp_path / "run" / name).is_file() for name in exports)
-    assert "2,1," in (tmp_path / "run" / "train_log.csv").read_text()
+    assert all([s for s, _ in rows] == [1, 2] for rows in log_rows(tmp_path / "run" / "train_log.csv").values())
 
 
 def _monai_run(bundle: Path, src: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["IterationLoop", "atomic_torch_save", "cpu_state_dict", "load_checkpoint", "CSVLogger", "plot_curves", "seed_everything"]
+__all__ = ["IterationLoop", "atomic_torch_save", "cpu_state_dict", "load_checkpoint", "CSVLogger", "plot_curves", "seed_everything", "unwrap"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -84,9 +84,14 @@ def plot_curves(log: CSVLogger, png_path: str | Path, x: str = "iteration", titl
     return png_path
 
 
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` without a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
+    return module.module if isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else module
+
+
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` as detached, contiguous CPU tensors (what a bundle ships)."""
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    """``module.state_dict()`` (unwrapped) as detached, contiguous CPU tensors: what a bundle ships."""
+    return {k: v.detach().cpu().contiguous() for k, v in unwrap(module).state_dict().items()}
 
 
 class IterationLoop:

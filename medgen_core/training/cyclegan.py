@@ -5,21 +5,26 @@ Code names map to the paper: ``G_A`` = G (A -> B), ``G_B`` = F (B -> A), ``D_A``
 ``L_G = LSGAN(D_A(G_A(a))) + LSGAN(D_B(G_B(b))) + lambda [|G_B(G_A(a)) - a|_1 + |G_A(G_B(b)) - b|_1]
       + lambda_idt lambda [|G_A(b) - b|_1 + |G_B(a) - a|_1]`` with lambda = 10, lambda_idt = 0.5 (eq. 3 + identity);
 each discriminator: ``0.5 [LSGAN(D(real), 1) + LSGAN(D(pool(fake)), 0)]``.
-Batches are dicts with ``"A"`` and ``"B"`` (unpaired), both in [-1, 1].
+Batches are dicts with ``"A"`` and ``"B"`` (unpaired), both in [-1, 1]. The step is :class:`CycleGANIteration` in
+MONAI's :class:`~monai.engines.GanTrainer` (the bundle's ``configs/train.json``): the two generators are one
+``g_network`` (:class:`CycleGenerators`, one optimiser) and the two discriminators one ``d_network``
+(:class:`PairedDiscriminators`), so the CycleGAN step fits MONAI's one-generator, one-discriminator engine. The
+schedule (constant, then linear decay to zero) is :class:`~medgen_core.training.engines.WarmupCosineSchedule`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.losses import PatchAdversarialLoss
 
-from medgen_core.training.gan_base import GANSchedule, GANTrainerBase, set_requires_grad
+from medgen_core.training.base import unwrap
 from medgen_core.training.image_pool import ImagePool
+from medgen_core.training.engines import to_device
 
-__all__ = ["CycleGANTrainer", "CycleGenerators", "PairedDiscriminators", "cycle_losses"]
+__all__ = ["CycleGANIteration", "CycleGenerators", "PairedDiscriminators", "cycle_losses", "cyclegan_columns"]
 
 
 def cycle_losses(real_a: torch.Tensor, real_b: torch.Tensor, g_a: nn.Module, g_b: nn.Module, lambda_cycle: float, lambda_identity: float):
@@ -69,55 +74,64 @@ class PairedDiscriminators(nn.Module):
         return (*la.split([real_b.shape[0], fake_b.shape[0]], 0), *lb.split([real_a.shape[0], fake_a.shape[0]], 0))
 
 
-class CycleGANTrainer(GANTrainerBase):
-    """Trains ``G_A``, ``G_B``, ``D_A``, ``D_B``; one optimiser for both generators, one for both discriminators.
+class CycleGANIteration:
+    """One CycleGAN update on ``engine`` (a :class:`~monai.engines.GanTrainer` whose ``g_network`` is
+    :class:`CycleGenerators` and ``d_network`` :class:`PairedDiscriminators`, both optionally DDP-wrapped;
+    ``d_loss_function`` = LSGAN :class:`~monai.losses.PatchAdversarialLoss`): both generators with the
+    discriminators frozen (called unwrapped), then both discriminators on real images and on fakes drawn from the
+    history pools (:class:`~medgen_core.training.image_pool.ImagePool`, seeded ``seed + 2 * rank``).
 
-    Each rank keeps its own image pools (seeded ``seed + 2 * rank``) in distributed mode."""
+    Logged terms: ``g_a``, ``g_b``, ``cycle_a``, ``cycle_b``, ``idt_a``, ``idt_b``, ``d_a``, ``d_b``.
+    """
 
-    loss_names = ("g_a", "g_b", "cycle_a", "cycle_b", "idt_a", "idt_b", "d_a", "d_b")
+    TERMS = ("g_a", "g_b", "cycle_a", "cycle_b", "idt_a", "idt_b", "d_a", "d_b")
 
-    def __init__(self, g_a: nn.Module, g_b: nn.Module, d_a: nn.Module, d_b: nn.Module, schedule: GANSchedule, output_dir: str | Path,
-                 lambda_cycle: float = 10.0, lambda_identity: float = 0.5, pool_size: int = 50, seed: int = 0,
-                 device: str | torch.device = "cpu", distributed: bool | None = None) -> None:
-        super().__init__({"G_A": g_a, "G_B": g_b, "D_A": d_a, "D_B": d_b}, {"G": ["G_A", "G_B"], "D": ["D_A", "D_B"]}, schedule, output_dir,
-                         device, distributed)
-        self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
-        self.adv = PatchAdversarialLoss(criterion="least_squares", reduction="mean")
-        seed = seed + 2 * self.rank
+    def __init__(self, pool_size: int = 50, seed: int = 0) -> None:
+        from medgen_core.training.distributed import rank_and_world_size
+
+        seed = int(seed) + 2 * rank_and_world_size()[0]
         self.pool_a = ImagePool(pool_size, torch.Generator().manual_seed(seed))  # fakes in domain A (from G_B)
         self.pool_b = ImagePool(pool_size, torch.Generator().manual_seed(seed + 1))  # fakes in domain B (from G_A)
-        self.wrap("G", CycleGenerators(self.nets["G_A"], self.nets["G_B"], lambda_cycle, lambda_identity))
-        self.wrap("D", PairedDiscriminators(self.nets["D_A"], self.nets["D_B"]))
 
-    def _d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.adv(real_logits, target_is_real=True, for_discriminator=True)
-                      + self.adv(fake_logits, target_is_real=False, for_discriminator=True))
-
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        real_a, real_b = batch["A"], batch["B"]
-        n = self.nets
+    def __call__(self, engine: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+        real_a, real_b = to_device(batch, engine.state.device, ("A", "B"))
+        gens, discs, adv = engine.g_network, engine.d_network, engine.d_loss_function
+        plain = unwrap(discs)
+        gens.train()
+        discs.train()
         # 1. generators, discriminators frozen
-        set_requires_grad([n["D_A"], n["D_B"]], False)
-        fake_b, fake_a, cyc_a, cyc_b, idt_a, idt_b = self.ddp["G"](real_a, real_b)
-        g_a = self.adv(n["D_A"](fake_b)[-1], target_is_real=True, for_discriminator=False)
-        g_b = self.adv(n["D_B"](fake_a)[-1], target_is_real=True, for_discriminator=False)
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        (g_a + g_b + cyc_a + cyc_b + idt_a + idt_b).backward()
-        self.optimizers["G"].step()
+        plain.requires_grad_(False)
+        fake_b, fake_a, cyc_a, cyc_b, idt_a, idt_b = gens(real_a, real_b)
+        g_a = adv(plain.d_a(fake_b)[-1], target_is_real=True, for_discriminator=False)
+        g_b = adv(plain.d_b(fake_a)[-1], target_is_real=True, for_discriminator=False)
+        g_total = g_a + g_b + cyc_a + cyc_b + idt_a + idt_b
+        engine.g_optimizer.zero_grad(set_to_none=True)
+        g_total.backward()
+        engine.g_optimizer.step()
         # 2. discriminators on real images and on fakes drawn from the history pools
-        set_requires_grad([n["D_A"], n["D_B"]], True)
-        ra, fa, rb, fb = self.ddp["D"](real_b, self.pool_b.query(fake_b.detach()), real_a, self.pool_a.query(fake_a.detach()))
-        d_a, d_b = self._d_loss(ra, fa), self._d_loss(rb, fb)
-        self.optimizers["D"].zero_grad(set_to_none=True)
+        plain.requires_grad_(True)
+        ra, fa, rb, fb = discs(real_b, self.pool_b.query(fake_b.detach()), real_a, self.pool_a.query(fake_a.detach()))
+        d_a = 0.5 * (adv(ra, target_is_real=True, for_discriminator=True) + adv(fa, target_is_real=False, for_discriminator=True))
+        d_b = 0.5 * (adv(rb, target_is_real=True, for_discriminator=True) + adv(fb, target_is_real=False, for_discriminator=True))
+        engine.d_optimizer.zero_grad(set_to_none=True)
         (d_a + d_b).backward()
-        self.optimizers["D"].step()
+        engine.d_optimizer.step()
         values = (g_a, g_b, cyc_a, cyc_b, idt_a, idt_b, d_a, d_b)
-        return {k: float(v.detach()) for k, v in zip(self.loss_names, values)}
+        return {"A": real_a, "B": real_b, "pred": fake_b.detach(), "loss": g_total.detach(),
+                "terms": {k: float(v.detach()) for k, v in zip(self.TERMS, values)}}
 
-    def sample_columns(self, batch: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+
+def cyclegan_columns(generators: nn.Module):
+    """``batch -> [real A, G_A(A), G_B(G_A(A)), real B, G_B(B)]`` (first sample, middle slice, in [0, 1]) for
+    :class:`~medgen_core.training.engines.SampleMontage`; ``generators`` is :class:`CycleGenerators`."""
+
+    def columns(batch: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        gens = unwrap(generators)
         a, b = batch["A"][:1], batch["B"][:1]
-        fb = self.nets["G_A"](a)
-        rec = self.nets["G_B"](fb)
-        fa = self.nets["G_B"](b)
+        fb = gens.g_a(a)
+        rec = gens.g_b(fb)
+        fa = gens.g_b(b)
         mid = lambda t: ((t[0, 0] if t.dim() == 4 else t[0, 0, ..., t.shape[-1] // 2]) + 1) / 2  # noqa: E731
         return [("real A", mid(a)), ("G_A(A)", mid(fb)), ("G_B(G_A(A))", mid(rec)), ("real B", mid(b)), ("G_B(B)", mid(fa))]
+
+    return columns

@@ -46,6 +46,8 @@ import torch.nn as nn
 from monai.handlers import CheckpointLoader, CheckpointSaver, LrScheduleHandler, StatsHandler, TensorBoardStatsHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from medgen_core.training.base import atomic_torch_save, cpu_state_dict, load_checkpoint, unwrap
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -56,6 +58,7 @@ __all__ = [
     "LossCurve",
     "RandomBatches",
     "ResumeFromCheckpoint",
+    "SampleMontage",
     "SupervisedIteration",
     "TrainingCheckpointSaver",
     "WarmupCosineSchedule",
@@ -63,12 +66,14 @@ __all__ = [
     "checkpoint_files",
     "cpu_state_dict",
     "every",
+    "initialise_from",
     "load_checkpoint",
     "logged_terms",
     "lr_factor",
     "read_training_log",
     "standard_handlers",
     "summary_writer",
+    "to_device",
     "unwrap",
 ]
 
@@ -80,34 +85,29 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(epoch|iteration)=(\d+)\.pt$")
 # -- small helpers -------------------------------------------------------------------------------------------
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """``module`` without a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
-    return module.module if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else module
+def initialise_from(network: nn.Module, path: str | Path | None) -> nn.Module:
+    """Start ``network`` from the weights of another run (a ``state_dict`` file such as ``model.pt``, or a
+    ``checkpoint_epoch=N.pt`` whose ``network`` / ``g_network`` entry is used); tensors whose shape differs (e.g. the
+    upsampling layer of another scale) keep their initialisation. ``path=None`` or ``""`` returns the network
+    unchanged. A resumed run's own checkpoint overrides this (it is loaded when the engine starts)."""
+    if path is None or str(path) == "":
+        return network
+    state = load_checkpoint(Path(path))
+    state = next((state[k] for k in ("network", "g_network", "net") if isinstance(state.get(k), dict)), state)
+    own = network.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(keep))
+    network.load_state_dict({**own, **keep})
+    logger.info("initialised the network from %s (%d tensors; kept their own initialisation: %s)", path, len(keep), skipped or "none")
+    return network
 
 
-def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` (unwrapped) as detached, contiguous CPU tensors: what a bundle ships."""
-    return {k: v.detach().cpu().contiguous() for k, v in unwrap(module).state_dict().items()}
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely (tensors, numbers, strings and containers only) onto the CPU."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+def to_device(batch: Mapping[str, Any], device: Any, keys: Sequence[str]) -> list[torch.Tensor]:
+    """``[batch[k].to(device) for k in keys]``, with a clear error for a missing key."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"the training batch lacks {missing} (has {sorted(batch)}).")
+    return [torch.as_tensor(batch[k]).to(device) for k in keys]
 
 
 def _rank() -> int:
@@ -331,8 +331,9 @@ class ExportWeights:
 
 
 class EpochSeed:
-    """At every epoch start, seed torch, NumPy, ``random`` and the dataset's random transforms (``dataset.reseed`` or
-    MONAI's ``set_rnd``) with ``seed + 1000 * epoch + rank``. Attach it on every rank, first."""
+    """At every epoch start, seed torch, NumPy, ``random`` and the random transforms of ``dataset`` (one dataset or a
+    list; ``reseed`` or MONAI's ``set_rnd``) with ``seed + 1000 * epoch + rank`` (plus the dataset's index in the
+    list). Attach it on every rank, first."""
 
     def __init__(self, seed: int = 0, dataset: Any = None) -> None:
         self.seed, self.dataset = int(seed), dataset
@@ -347,11 +348,12 @@ class EpochSeed:
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
-        if self.dataset is not None:
-            if hasattr(self.dataset, "reseed"):
-                self.dataset.reseed(s)
+        datasets = self.dataset if isinstance(self.dataset, (list, tuple)) else [self.dataset]
+        for i, ds in enumerate(d for d in datasets if d is not None):
+            if hasattr(ds, "reseed"):
+                ds.reseed(s + i)
             else:
-                set_rnd(self.dataset, s % 2**32)
+                set_rnd(ds, (s + i) % 2**32)
 
 
 class CSVSummaryWriter:
@@ -439,6 +441,33 @@ class LossCurve:
         fig.savefig(tmp)
         plt.close(fig)
         os.replace(tmp, self.path)
+
+
+class SampleMontage:
+    """After every epoch, write ``output_dir/samples/epoch_NNNN.png``: the titled 2D images ``columns(batch)`` returns
+    (e.g. input / output / target, values in [0, 1]) for a fixed ``batch``, with the networks in eval mode and no
+    gradients. ``networks``: the modules to switch to eval mode (they are switched back). Rank 0 only."""
+
+    def __init__(self, output_dir: str | Path, batch: Mapping[str, Any], columns: Callable[[Mapping[str, Any]], Sequence[tuple[str, torch.Tensor]]],
+                 networks: Sequence[nn.Module] = (), device: Any = "cpu") -> None:
+        self.output_dir, self.batch, self.columns, self.networks, self.device = Path(output_dir), batch, columns, list(networks), device
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        from medgen_core.utils.figures import save_montage
+
+        modes = [n.training for n in self.networks]
+        for n in self.networks:
+            n.eval()
+        with torch.no_grad():
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.batch.items()}
+            cols = self.columns(batch)
+        for n, mode in zip(self.networks, modes):
+            n.train(mode)
+        save_montage([(name, t.float().cpu().numpy()) for name, t in cols], self.output_dir / "samples" / f"epoch_{engine.state.epoch:04d}.png",
+                     title=f"epoch {engine.state.epoch}", vmax=1.0)
 
 
 def standard_handlers(output_dir: str | Path, checkpoint_dict: Mapping[str, Any], exports: Mapping[str, nn.Module],

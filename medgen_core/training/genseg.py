@@ -89,7 +89,7 @@ def segmentation_train_loss(forward: Forward, image: torch.Tensor, label: torch.
 def pix2pix_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, condition: torch.Tensor, target: torch.Tensor,
                  adversarial: PatchAdversarialLoss, lambda_l1: float, gen_params: Sequence[torch.Tensor]) -> dict[str, float]:
-    """One Pix2Pix update (as :class:`~medgen_core.training.pix2pix.Pix2PixTrainer`): D on real/fake pairs, then G.
+    """One Pix2Pix update (as :class:`~medgen_core.training.pix2pix.Pix2PixIteration`): D on real/fake pairs, then G.
 
     Only ``gen_params`` receive gradients in the G step (so the discriminator and alpha stay untouched).
     ``condition`` ``(B, C, *S)`` one-hot masks, ``target`` ``(B, 1, *S)`` images in [-1, 1].

@@ -15,7 +15,6 @@ DDP-wrapped (``configs/multi_gpu_train.json``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,12 @@ import torch.nn as nn
 
 from medgen_core.losses import relativistic_discriminator_loss, relativistic_generator_loss
 from medgen_core.training.distributed import rank_and_world_size, shard_indices
-from medgen_core.training.engines import RandomBatches, SupervisedIteration, load_checkpoint, unwrap
+from medgen_core.training.engines import RandomBatches, SupervisedIteration, unwrap
 from medgen_core.training.sr_synthetic import SyntheticMixBatches
 from medgen_core.transforms.degradation import DEGRADATIONS, RandomDegradation, degrade
 from medgen_core.transforms.intensity_augment import RandomContrastAugment
 
-__all__ = ["PatchSampler", "SRIteration", "SRPairBatches", "SRDataConfig", "axial_slices", "initialise_from", "load_training_slices"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["PatchSampler", "SRIteration", "SRPairBatches", "SRDataConfig", "axial_slices", "load_training_slices"]
 
 
 @dataclass
@@ -263,20 +260,3 @@ class SRIteration(SupervisedIteration):
         self.d_optimizer.step()
         terms = {"l1": float(l1.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach())}
         return {"image": lr, "label": hr, "pred": fake.detach(), "loss": l1.detach(), "terms": terms}
-
-
-def initialise_from(network: nn.Module, path: str | Path | None) -> nn.Module:
-    """Start ``network`` from the weights of another run (``model.pt``, a ``checkpoint_*.pt`` or a legacy
-    ``checkpoint.pt``); tensors whose shape differs (e.g. the upsampling layer of another scale) keep their
-    initialisation. ``path=None`` returns the network unchanged. A resumed run's checkpoint overrides this."""
-    if path is None or str(path) == "":
-        return network
-    state = load_checkpoint(Path(path))
-    state = state.get("network", state.get("net", state))
-    own = network.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(keep))
-    network.load_state_dict({**own, **keep})
-    logger.info("initialised the network from %s (%d tensors; kept their own initialisation: %s)", path, len(keep), skipped or "none")
-    return network
-
