@@ -39,14 +39,10 @@ def _network(name: str):
     from monai.networks.nets import DiffusionModelUNet
 
     if name == "bundle":
-        from monai.bundle import ConfigParser
-
+        from medgen_core.bundles.bundle_config import open_bundle_config
         from medgen_core.bundles.weights import load_verified_network
 
-        parser = ConfigParser()
-        parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
-        parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-        parser["bundle_root"] = str(BUNDLE)
+        parser = open_bundle_config(BUNDLE, "inference")
         entry = parser.get_parsed_content("_meta_#medgen#variants")[parser.get_parsed_content("variant")]
         return load_verified_network(parser.get_parsed_content("network_def"), BUNDLE / entry["file"], entry["sha256"], "cpu")
     torch.manual_seed(0)

@@ -42,14 +42,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medgen_core.bundles import get_bundle, load_verified_network
+from medgen_core.bundles import get_bundle
+from medgen_core.bundles.generators import bundle_network as _bundle_network
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_t1, mni_training_axial_indices
 from medgen_core.data.translation import per_class_mean_baseline, t1_t2_unpaired
 from medgen_core.evaluation.feature_distance import RandomFeatures, feature_distance
 from medgen_core.evaluation.metrics import masked_psnr, masked_ssim
-from medgen_core.utils.figures import save_montage
 from medgen_core.inference.translate import VolumeTranslator
 from medgen_core.io import Volume
+from medgen_core.utils.figures import save_montage
 
 ROOT = Path(__file__).resolve().parents[1] / "monai_bundles"
 BUNDLES = {"pix2pix": ROOT / "brain_tissue_to_t1_pix2pix", "cyclegan": ROOT / "brain_t1_to_t2w_cyclegan"}
@@ -57,14 +58,7 @@ BUNDLES = {"pix2pix": ROOT / "brain_tissue_to_t1_pix2pix", "cyclegan": ROOT / "b
 
 def bundle_network(bundle_dir: Path, variant: str) -> nn.Module:
     """The bundle's ``network_def`` with the variant's weights (sha256-verified), on the CPU, eval mode."""
-    from monai.bundle import ConfigParser
-
-    info = get_bundle(bundle_dir)
-    parser = ConfigParser()
-    parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
-    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
-    entry = info.variants[variant]
-    return load_verified_network(parser.get_parsed_content("network_def"), bundle_dir / entry["file"], entry["sha256"])
+    return _bundle_network(bundle_dir, variant)[0]
 
 
 def _slices(vol: np.ndarray) -> torch.Tensor:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-train the weights shipped in monai_bundles/brain_slice_autoencoder (CPU or GPU) and record their sha256.
 
-Three networks, all from the bundle's own configs through MONAI's ConfigParser:
+Three networks, all from the bundle's own configs (:func:`medgen_core.bundles.bundle_config.open_bundle_config`):
 
 * ``autoencoder`` (``models/model.pt``): ``configs/train.json`` (FiLM, latent 32, seed 0);
 * ``autoencoder_b`` (``models/autoencoder_b.pt``): the same config with seed 1 (for encoder/decoder mixing);
@@ -22,23 +22,21 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from monai.bundle import ConfigParser
 
-from medgen_core.bundles.overrides import literal_overrides, torch_device
+from medgen_core.bundles.bundle_config import open_bundle_config
+from medgen_core.bundles.overrides import torch_device
 from medgen_core.bundles.weights import install_variant_weights
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_autoencoder"
 ITERATIONS = 3000  # train.json's and lab.json's shipped schedule
 
 
-def _parser(files: list[str], overrides: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
-    parser.read_config([str(BUNDLE / "configs" / f) for f in files])
-    parser.update(literal_overrides({"bundle_root": str(BUNDLE), **overrides}))  # paths as literals, the device as a torch.device
-    return parser
+def _parser(files: list[str], overrides: dict) -> Any:
+    """The bundle's configs ``files`` merged, with ``overrides`` (paths as literals, the device as a torch.device)."""
+    return open_bundle_config(BUNDLE, files, overrides=overrides)
 
 
 def train_autoencoder(out: Path, seed: int, iterations: int | None, device: str | None) -> tuple[Path, float]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Re-train the weights shipped in monai_bundles/brain_mri_super_resolution (CPU or GPU).
 
-Runs the bundle's own ``configs/train.json`` (a MONAI ``SupervisedTrainer``) through MONAI's ConfigParser once per
-variant, copies each ``model.pt`` into the bundle's ``models/`` folder and records its sha256 in ``configs/metadata.json``.
+Runs the bundle's own ``configs/train.json`` (a MONAI ``SupervisedTrainer``) through MONAI's ConfigParser
+(:func:`medgen_core.bundles.bundle_config.open_bundle_config`) once per variant, copies each ``model.pt`` into the bundle's ``models/`` folder and records its sha256 in ``configs/metadata.json``.
 
     python scripts/train_super_resolution.py                 # every variant (about 3 h on 2 CPU cores)
     python scripts/train_super_resolution.py --variants x2_mixed --iterations 200
@@ -22,9 +22,8 @@ import sys
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 
-from medgen_core.bundles.overrides import literal_overrides
+from medgen_core.bundles.bundle_config import open_bundle_config
 from medgen_core.bundles.weights import install_variant_weights
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution"
@@ -77,16 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     for name in args.variants:
         synthetic = name.endswith("_synthetic")
-        parser = ConfigParser()
-        configs = [BUNDLE / "configs" / "train.json"] + ([BUNDLE / "configs" / SYNTHETIC_OVERLAY] if synthetic else [])
-        parser.read_config([str(c) for c in configs])
-        overrides = {"bundle_root": str(BUNDLE), "variant": name, "output_dir": str(args.runs_dir / name), **VARIANTS[name]}
+        configs = ["train.json"] + ([SYNTHETIC_OVERLAY] if synthetic else [])
+        overrides = {"variant": name, "output_dir": str(args.runs_dir / name), **VARIANTS[name]}
         if args.iterations is not None:
             overrides["iterations"] = args.iterations
-        # paths as literals: a runs folder named '$...' or 'a#b' is a folder
         if args.init_from is not None:
             overrides["init_from"] = str(args.init_from)  # a checkpoint of the run itself, if any, wins (resume)
-        parser.update(literal_overrides(overrides))
+        # paths as literals: a runs folder named '$...' or 'a#b' is a folder
+        parser = open_bundle_config(BUNDLE, configs, overrides=overrides)
         parser.get_parsed_content("initialize")
         parser.get_parsed_content("run")
         model_path = args.runs_dir / name / "model.pt"

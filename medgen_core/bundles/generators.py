@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from medgen_core.augmentation.backends import BackendLoader, GeneratorBackend, GeneratorIdentity
+from medgen_core.bundles.bundle_config import open_bundle_config
 from medgen_core.bundles.catalog import get_bundle
 from medgen_core.bundles.inspection import require_inspected
 from medgen_core.bundles.overrides import literal
@@ -37,8 +38,6 @@ def bundle_network(bundle_dir: str | Path, variant: str | None = None, device: s
     ``variant`` defaults to the first variant in the metadata; ``parser`` is the parsed inference config
     (for reading other settings). The configs are inspected first unless the bundle is built in or ``trust``.
     """
-    from monai.bundle import ConfigParser
-
     info = get_bundle(bundle_dir)
     variants = info.variants
     if not variants:
@@ -46,11 +45,7 @@ def bundle_network(bundle_dir: str | Path, variant: str | None = None, device: s
     name = variant or next(iter(variants))
     if name not in variants:
         raise BundleError(f"bundle {info.name}: no variant {name!r}; variants: {sorted(variants)}")
-    require_inspected(info, trust=trust)
-    parser = ConfigParser()
-    parser.read_meta(str(info.path / "configs" / "metadata.json"))
-    parser.read_config(str(info.config("inference")))
-    parser["bundle_root"] = literal(str(info.path))
+    parser = open_bundle_config(info, "inference", trust=trust)
     if "variant" in parser.config:
         parser["variant"] = literal(name)  # a network_def that depends on the variant (e.g. its scale) follows the request
     entry = variants[name]

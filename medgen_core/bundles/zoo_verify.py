@@ -381,15 +381,12 @@ def verify_torchscript(root: Path, work_dir: Path) -> str:
 
 # -- MedGen's own checks -------------------------------------------------------------------------------
 def _parsed_network(root: Path, device: str, weights: bool) -> Any:
-    from monai.bundle import ConfigParser
-
+    from medgen_core.bundles.bundle_config import open_bundle_config
     from medgen_core.bundles.weights import load_state_dict_safely
 
     name = bundle_name(root)
-    parser = ConfigParser()
-    parser.read_config(str(_inference_config(root)))
-    parser.read_meta(str(root / "configs" / "metadata.json"))
-    parser["bundle_root"] = _bundle_root_override(root)
+    # trust: like the zoo's own steps above, these checks run whatever bundle they are pointed at
+    parser = open_bundle_config(root, _inference_config(root), trust=True)
     net = parser.get_parsed_content(net_id(name))
     if weights:
         net.load_state_dict(load_state_dict_safely(root / "models" / weights_names(name)[0]), strict=True)

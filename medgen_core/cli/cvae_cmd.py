@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from medgen_core.cli._common import add_device_argument, check_device, resolve_device
 from medgen_core.cli._validation import non_negative_float, non_negative_int, positive_float, positive_int
 from medgen_core.data.abr_dataset import PEAK_NAMES, STATIC_NAMES, SignalDataError, load_abr_dataset
-from medgen_core.errors import BundleError
 
 if TYPE_CHECKING:  # torch and the network are imported where used: 'medgen cvae --help' stays fast
     from medgen_core.networks.cvae import SignalCVAE
@@ -140,24 +139,11 @@ def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str
     from medgen_core.provenance import sha256_file
 
     if bundle is not None:
-        from monai.bundle import ConfigParser
-
-        from medgen_core.bundles.inspection import require_inspected
-        from medgen_core.bundles.overrides import literal_overrides, torch_device
+        from medgen_core.bundles.bundle_config import open_bundle_config
 
         info = get_bundle(bundle)
-        require_inspected(info)  # built-in bundles are trusted; any other is inspected before its configs are parsed
-        parser = ConfigParser()
-        parser.read_meta(str(info.path / "configs" / "metadata.json"))
-        parser.read_config(str(info.config("inference")))
-        parser.update(literal_overrides({"bundle_root": str(info.path), "mode": mode, "device": torch_device(device)}))
-        try:
-            net = parser.get_parsed_content("network")
-        except Exception as err:  # MONAI wraps the WeightsError raised inside the config expression
-            cause = err
-            while cause is not None and not isinstance(cause, BundleError):
-                cause = cause.__cause__ or cause.__context__
-            raise (cause or err) from None
+        parser = open_bundle_config(info, "inference", overrides={"mode": mode}, device=device)  # a non-built-in bundle is inspected first
+        net = parser.get_parsed_content("network")  # a WeightsError inside the config comes out as itself
         return net, {"generator_name": info.name, "generator_version": info.version, "bundle_id": info.bundle_id,
                      "weights_sha256": parser.get_parsed_content("weights_sha256")}
     config_path, weights = model_dir / "model_config.json", model_dir / "model.pt"

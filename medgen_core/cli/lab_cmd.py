@@ -77,28 +77,23 @@ class LabContext:
     """The bundle's merged ``inference.json`` + ``lab.json``, and the networks they define."""
 
     def __init__(self, bundle: str, config: Path | None, device: str) -> None:
-        from monai.bundle import ConfigParser
-
         from medgen_core.bundles import get_bundle
+        from medgen_core.bundles.bundle_config import open_bundle_config
         from medgen_core.bundles.config_safety import check_config
         from medgen_core.bundles.inspection import require_inspected
-        from medgen_core.bundles.overrides import literal_overrides, torch_device
+        from medgen_core.bundles.overrides import torch_device
 
         self.info = get_bundle(bundle)
-        require_inspected(self.info)  # built-in bundles are trusted; any other is inspected before its configs are parsed
+        require_inspected(self.info)  # built-in bundles are trusted; any other is inspected before its configs are read
         root = self.info.path
         lab = config or root / "configs" / "lab.json"
         if not lab.is_file():
             raise LabError(f"{lab}: lab config not found (a lab bundle ships configs/lab.json)")
-        self.files = [str(root / "configs" / "inference.json"), str(lab)]
         if config is not None and config.is_file() and (problems := check_config(_read_config(config), str(config))):
             raise LabError(f"{config}: refusing this lab config, it would run code outside the allowed libraries: {'; '.join(problems[:3])}")
-        self.device = torch_device(device)
         self.meta = self.info.metadata
-        self.parser = ConfigParser()
-        self.parser.read_meta(str(root / "configs" / "metadata.json"))
-        self.parser.read_config(self.files)
-        self.parser.update(literal_overrides({"bundle_root": str(root), "device": self.device}))
+        self.device = torch_device(device)
+        self.parser = open_bundle_config(self.info, ["inference", Path(lab)], device=self.device)
         self._data = None
 
     def get(self, key: str, **overrides: Any) -> Any:
