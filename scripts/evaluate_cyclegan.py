@@ -190,16 +190,16 @@ def evaluate(steps: int, docs: Path, weights_dir: Path | None) -> dict:
     unit = lambda x: (x / max(float(torch.quantile(x.flatten(), 0.999)), 1e-6)).clamp(0, 1)  # noqa: E731
     u_t2, u_f2 = unit(t2), unit(fake_t2_raw)
     montage([[(f"T1 input (plane {DIPY_T2W_EVAL_SLICES[k]})", t1[k, 0]), ("T1 -> T2w (AI-generated)", u_f2[k, 0]), ("real T2w, same plane (dipy)", u_t2[k, 0]),
-              ("back to T1 (cycle)", rec_a[k, 0])] for k in show], docs / "montage_a2b.png",
+              ("back to T1 (cycle)", rec_a[k, 0])] for k in show], docs / "realism_montage_a2b.png",
             title="T1 -> T2w on held-out planes (each column / its 99.9th percentile; generated output unmasked)")
     montage([[(f"T2w input (dipy slice {DIPY_T2W_EVAL_SLICES[k]})", u_t2[k, 0]), ("T2w -> T1 (AI-generated)", fake_t1_raw[k, 0]), ("real T1, same plane (MNI)", t1[k, 0]),
-              ("back to T2w (cycle)", unit(rec_b)[k, 0])] for k in show], docs / "montage_b2a.png",
+              ("back to T2w (cycle)", unit(rec_b)[k, 0])] for k in show], docs / "realism_montage_b2a.png",
             title="T2w -> T1 on held-out slices (generated output unmasked)")
     background = {"a2b_max_outside_brain": float(fake_t2_raw[~brain].max()), "a2b_mean_outside_brain": float(fake_t2_raw[~brain].mean()),
                   "b2a_max_outside_brain": float(fake_t1_raw[~brain].max()), "b2a_mean_outside_brain": float(fake_t1_raw[~brain].mean())}
     print("background of the generated images (before masking):", background, flush=True)
     return {"protocol": __doc__.split("\n\n")[1:3], "steps": steps, "rows": rows, "reference_rows": reference_rows, "patch_rows": patch_rows,
-            "cycle_rows": cycles, "background": background, "figures": ["montage_a2b.png", "montage_b2a.png", "realism_spectrum_a2b.png", "realism_spectrum_b2a.png"],
+            "cycle_rows": cycles, "background": background, "figures": ["realism_montage_a2b.png", "realism_montage_b2a.png", "realism_spectrum_a2b.png", "realism_spectrum_b2a.png"],
             "weights": str(weights_dir) if weights_dir else "bundle", "reports": {**reps, **reference}}
 
 

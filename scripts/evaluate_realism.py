@@ -11,17 +11,13 @@ Data (all offline):
 - MNI: the nilearn MNI152 2009 T1 at 2 mm in-plane, 128 x 128 (training range: ``mni_axial_slices_2mm``;
   held-out: ``mni_heldout_axial_slices_2mm``, z = 76..103, which no shipped generator saw). Tissue labels: the
   MNI152 maps on each slice's grid (:func:`~medgen_core.data.tissue_maps.mni_tissue_labels_on_grid`).
-- T2w: dipy's ``S0_10`` b=0 volume (128 x 128 x 10, 2 mm in-plane; the only T2w offline, and CycleGAN's
-  training domain B), / its 99.9th percentile. Tissue labels: the MNI152 template affinely registered to it
-  (:func:`~medgen_core.data.tissue_maps.register_mni_tissue_labels`, slice spacing taken as 2.5 mm: the
-  file's 53 mm is not a slice spacing). 10 slices: the two-sample test has 20 predictions, hence wide CIs.
+- T2w (CycleGAN): see ``scripts/evaluate_cyclegan.py``, which this script runs for ``--only cyclegan`` (dipy's held-out
+  slices on the generators' 2 mm MNI grid, the MNI T1 on the same planes).
 
 Rows:
 - reference (MNI training-range slices, even z = real, odd z = "fake"; blocks of 10 z in one fold): real
   halves; + Gaussian noise (sigma 0.05); Gaussian blur (sigma 1 px); speckle x (1 + 0.3 N(0, 1)).
-- CycleGAN T1 -> T2w: the a2b generator on the MNI held-out slices vs the dipy T2w, next to the identity
-  (the MNI T1 input as it is) vs the dipy T2w; T2w -> T1: b2a on the dipy slices vs the MNI held-out T1,
-  next to the identity. Inputs scaled as in training ([0, 99.9th percentile] -> [-1, 1]).
+- CycleGAN: ``scripts/evaluate_cyclegan.py`` (its own rows, reference rows and acceptance table).
 - Pix2Pix (tissue labels -> T1), paired: the bundle (VolumeTranslator, as it runs) on the MNI labels of the
   held-out slab z = 76..103 at 1 mm (197 x 233), vs the real T1 there, and the per-class-mean + blur
   baseline; blocks of 7 slices share a fold (neighbouring slices are near-duplicates).
@@ -49,28 +45,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_translation import BUNDLES, bundle_network  # noqa: E402
 
-from medgen_core.data.samples import load_dipy_t2, load_mni152_t1, mni152_tissue_labels, mni_training_axial_indices  # noqa: E402
+from medgen_core.data.samples import load_mni152_t1, mni152_tissue_labels, mni_training_axial_indices  # noqa: E402
 from medgen_core.data.slices import mni_axial_slices_2mm, mni_heldout_axial_slices_2mm, mni_slice_affine_2mm, slice_position_class  # noqa: E402
-from medgen_core.data.tissue_maps import mni_tissue_labels_on_grid, register_mni_tissue_labels  # noqa: E402
+from medgen_core.data.tissue_maps import mni_tissue_labels_on_grid  # noqa: E402
 from medgen_core.evaluation.realism import plot_spectra, realism_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1] / "monai_bundles"
 DDPM = ROOT / "brain_slice_ddpm"
-DIPY_AFFINE = np.diag([2.0, 2.0, 2.5, 1.0])
 
 
 def mni_labels(z: torch.Tensor, size: int = 128) -> torch.Tensor:
     """``(N, 1, size, size)`` int64 tissue labels of the 2 mm MNI slices at axial indices ``z``."""
     return torch.from_numpy(np.stack([mni_tissue_labels_on_grid(mni_slice_affine_2mm(int(k), size), (size, size)) for k in z]).astype(np.int64))[:, None]
-
-
-def dipy_t2w() -> tuple[torch.Tensor, torch.Tensor]:
-    """dipy's T2w slices ``(10, 1, 128, 128)`` in [0, 1] and their registered tissue labels."""
-    t2 = load_dipy_t2().array
-    t2 = np.clip(t2 / np.percentile(t2, 99.9), 0.0, 1.0)
-    labels = register_mni_tissue_labels(t2, DIPY_AFFINE)
-    return (torch.from_numpy(np.moveaxis(t2, 2, 0).astype(np.float32))[:, None],
-            torch.from_numpy(np.moveaxis(labels, 2, 0).astype(np.int64))[:, None])
 
 
 def summary(name: str, rep: dict) -> dict:
@@ -108,35 +94,6 @@ def reference_rows(steps: int) -> list[dict]:
              "real x speckle (1 + 0.3 N(0,1))": b * (1 + 0.3 * torch.randn(b.shape, generator=g))}
     return [summary(name, realism_report(a, f, real_labels=la, fake_labels=lb, groups_real=(za // 10).tolist(),
                                          groups_fake=(zb // 10).tolist(), steps=steps)) for name, f in fakes.items()]
-
-
-def cyclegan(steps: int, docs: Path) -> dict:
-    t1, z = mni_heldout_axial_slices_2mm(128)
-    l1 = mni_labels(z)
-    t2, l2 = dipy_t2w()
-    bundle = BUNDLES["cyclegan"]
-    g_a2b, g_b2a = bundle_network(bundle, "a2b"), bundle_network(bundle, "b2a")
-    with torch.no_grad():
-        fake_t2 = ((g_a2b(t1 * 2 - 1) + 1) / 2).clamp(0, 1)
-        fake_t1 = ((g_b2a(t2 * 2 - 1) + 1) / 2).clamp(0, 1)
-    reps = {
-        "CycleGAN T1 -> T2w vs real T2w (dipy)": realism_report(t2, fake_t2, real_labels=l2, fake_labels=l1, steps=steps),
-        "identity: MNI T1 input vs real T2w (dipy)": realism_report(t2, t1, real_labels=l2, fake_labels=l1, steps=steps),
-        "CycleGAN T2w -> T1 vs real T1 (MNI held-out)": realism_report(t1, fake_t1, real_labels=l1, fake_labels=l2, steps=steps),
-        "identity: dipy T2w input vs real T1 (MNI held-out)": realism_report(t1, t2, real_labels=l1, fake_labels=l2, steps=steps),
-    }
-    rows = [summary(k, v) for k, v in reps.items()]
-    names = list(reps)
-    s_a, s_i = reps[names[0]]["spectrum"], reps[names[1]]["spectrum"]
-    f = np.asarray(s_a["freqs"])
-    plot_spectra({"real T2w (dipy)": (f, np.asarray(s_a["real"])), "CycleGAN T1 -> T2w (AI)": (f, np.asarray(s_a["fake"])),
-                  "MNI T1 input (identity)": (f, np.asarray(s_i["fake"]))}, docs / "realism_spectrum_a2b.png",
-                 title=f"T1 -> T2w: LSD to real T2w {s_a['log_spectral_distance_db']:.1f} dB (identity {s_i['log_spectral_distance_db']:.1f} dB)")
-    s_b, s_j = reps[names[2]]["spectrum"], reps[names[3]]["spectrum"]
-    plot_spectra({"real T1 (MNI held-out)": (f, np.asarray(s_b["real"])), "CycleGAN T2w -> T1 (AI)": (f, np.asarray(s_b["fake"])),
-                  "dipy T2w input (identity)": (f, np.asarray(s_j["fake"]))}, docs / "realism_spectrum_b2a.png",
-                 title=f"T2w -> T1: LSD to real T1 {s_b['log_spectral_distance_db']:.1f} dB (identity {s_j['log_spectral_distance_db']:.1f} dB)")
-    return {"rows": rows, "figures": ["realism_spectrum_a2b.png", "realism_spectrum_b2a.png"], "reports": reps}
 
 
 def pix2pix(steps: int, docs: Path) -> dict:
@@ -250,11 +207,6 @@ def write_section(docs: Path, result: dict, reference: list[dict], steps: int, i
 
 
 INTROS = {
-    "cyclegan": "With the shipped weights. 'identity' rows compare the untranslated input with the target domain: a translator "
-                "should beat them. The T2w side is dipy's 10 slices (the CycleGAN's own training domain B), so its intervals are wide. "
-                "Against those 10 slices of one other subject the classifier tells any MNI-anatomy image apart, the identity too, so here "
-                "the two-sample test flags but cannot rank; the tissue order and ratios (a T2w has CSF > GM > WM) and the LSD next to "
-                "the identity's do. Ratio errors are generated / real - 1.",
     "pix2pix": "With the shipped weights on the MNI held-out slab and its margin (z = 76..103, 1 mm, 197 x 233), paired with the real T1; "
                "input labels are the MNI argmax labels the model was trained on.",
     "ddpm": "With the shipped weights, 10 DDIM steps, guidance 1, one sample per real held-out slice with its slice-position class.",
@@ -271,8 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
+    if args.only in ("all", "cyclegan"):  # its own protocol, tables and README section
+        import evaluate_cyclegan
+
+        code = evaluate_cyclegan.main([*(["--from-json"] if args.from_json else ["--steps", str(args.steps)]), "--threads", str(args.threads),
+                                       *(["--docs-dir", str(args.docs_dir / BUNDLES["cyclegan"].name)] if args.docs_dir else [])])
+        if code or args.only == "cyclegan":
+            return code
     if args.from_json:
-        for name, bundle in (("cyclegan", BUNDLES["cyclegan"]), ("pix2pix", BUNDLES["pix2pix"]), ("ddpm", DDPM)):
+        for name, bundle in (("pix2pix", BUNDLES["pix2pix"]), ("ddpm", DDPM)):
             if args.only not in ("all", name):
                 continue
             docs = (args.docs_dir / bundle.name) if args.docs_dir else bundle / "docs"
@@ -281,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: rewrote the README section from {docs / 'realism.json'}", flush=True)
         return 0
     reference = reference_rows(args.steps)
-    jobs = {"cyclegan": (BUNDLES["cyclegan"], cyclegan), "pix2pix": (BUNDLES["pix2pix"], pix2pix), "ddpm": (DDPM, ddpm)}
+    jobs = {"pix2pix": (BUNDLES["pix2pix"], pix2pix), "ddpm": (DDPM, ddpm)}
     for name, (bundle, fn) in jobs.items():
         if args.only not in ("all", name):
             continue

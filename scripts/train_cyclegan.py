@@ -14,6 +14,12 @@ The recipe, and what each part fixes in the first weights (whose T1 -> T2w outpu
   a cutout of 1/4 of the side, the same kind on real and fake inputs of D), random affine + flip of the data.
 - **No identity loss** (``--lambda-identity 0``): it asks G_A to leave a T2w unchanged, pulling a contrast
   inversion towards identity.
+- **Structure consistency** (``--lambda-structure``, after the structure-constrained CycleGANs of medical
+  translation, e.g. Yang et al. 2018): 1 - the squared local normalised cross-correlation (MONAI
+  ``LocalNormalizedCrossCorrelationLoss``, 7 x 7) of each input and its translation inside the input's brain. It is
+  sign-free (a contrast inversion scores 1), so the discriminator still decides the contrast, but the tissue edges
+  must stay where they were. Without it the first runs met the cycle loss by hiding the T1 in low-amplitude
+  variations of the dark T2w parenchyma and drew bright blobs anywhere to fool the discriminator (speckle).
 - **Noise before the cycle** (``--cycle-noise``, Bashkirova et al. 2019): Gaussian noise added to the translated
   image before it is translated back, so the generators cannot hide the input in a faint high-frequency
   pattern (the speckle) to pass the cycle loss.
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d-layers", type=int, default=2)
     ap.add_argument("--lambda-cycle", type=float, default=10.0)
     ap.add_argument("--lambda-identity", type=float, default=0.0)
+    ap.add_argument("--lambda-structure", type=float, default=1.0, help="weight of 1 - squared local correlation (input vs translation, brain only)")
+    ap.add_argument("--structure-kernel", type=int, default=7)
     ap.add_argument("--cycle-noise", type=float, default=0.03, help="sigma of the noise added before the back-translation ([-1, 1] units)")
     ap.add_argument("--no-diffaugment", action="store_true")
     ap.add_argument("--pool-size", type=int, default=50)
@@ -182,12 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         aug_a, aug_b = Augment(args.seed + 6 + it), Augment(args.seed + 7 + it)
         print(f"resumed at iteration {it}", flush=True)
 
-    from monai.losses import PatchAdversarialLoss
+    from monai.losses import LocalNormalizedCrossCorrelationLoss, PatchAdversarialLoss
     from tqdm import tqdm
 
     adv = PatchAdversarialLoss(criterion="least_squares", reduction="mean")
+    lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=2, kernel_size=args.structure_kernel, reduction="none", smooth_nr=0.0, smooth_dr=1e-4)
+
+    def structure(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """1 - mean squared local correlation of input ``x`` and its translation ``y`` over the input's brain (sign-free)."""
+        m = (x > -0.95).float()
+        return 1.0 - (lncc(y, x).neg().clamp(0, 1) * m).sum() / m.sum().clamp_min(1.0)
+
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16)  # noqa: E731
-    fields = ["iteration", "seconds", "lr", "g_a", "g_b", "cycle_a", "cycle_b", "idt", "d_a", "d_b", "val_csf_gm", "val_gm_wm", "val_cycle_psnr_a",
+    fields = ["iteration", "seconds", "lr", "g_a", "g_b", "cycle_a", "cycle_b", "idt", "struct", "d_a", "d_b", "val_csf_gm", "val_gm_wm", "val_cycle_psnr_a",
               "val_cycle_psnr_b"]
     log_path = out / "train_log.csv"
     new_log = not log_path.exists()
@@ -223,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         cyc_a = (rec_a - real_a).abs().mean() * args.lambda_cycle
         cyc_b = (rec_b - real_b).abs().mean() * args.lambda_cycle
         idt = ((idt_b - real_b).abs().mean() + (idt_a - real_a).abs().mean()) * args.lambda_cycle * args.lambda_identity
+        struct = (structure(real_a, fake_b) + structure(real_b, fake_a)) * args.lambda_structure if args.lambda_structure > 0 else torch.zeros(())
         g_a = adv(logit_a, target_is_real=True, for_discriminator=False)
         g_b = adv(logit_b, target_is_real=True, for_discriminator=False)
         opt_g.zero_grad(set_to_none=True)
-        (g_a + g_b + cyc_a + cyc_b + idt).backward()
+        (g_a + g_b + cyc_a + cyc_b + idt + struct).backward()
         opt_g.step()
         # discriminators on real images and pooled fakes
         for d in (nets["D_A"], nets["D_B"]):
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             s.step()
         it += 1
         bar.update(1)
-        for k, v in (("g_a", g_a), ("g_b", g_b), ("cycle_a", cyc_a), ("cycle_b", cyc_b), ("idt", idt), ("d_a", d_a), ("d_b", d_b)):
+        for k, v in (("g_a", g_a), ("g_b", g_b), ("cycle_a", cyc_a), ("cycle_b", cyc_b), ("idt", idt), ("struct", struct), ("d_a", d_a), ("d_b", d_b)):
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         n_sum += 1
         if it % args.checkpoint_every == 0 or it == args.iterations:
@@ -286,19 +302,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def install(out: Path) -> int:
-    """Copy ``generator_a2b.pt`` (also as ``model.pt``) and ``generator_b2a.pt`` from ``out`` into the bundle's models/."""
+    """Copy ``generator_a2b.pt`` (also as ``model.pt``) and ``generator_b2a.pt`` from ``out`` into the bundle's models/,
+    record their sha256 (:func:`medgen_core.provenance.sha256_file`) and the run's recipe in ``configs/metadata.json``
+    and rewrite ``large_files.yml``."""
     import shutil
 
+    from medgen_core.bundles.large_files import write_large_files
+    from medgen_core.provenance import sha256_file
+
     models = BUNDLE / "models"
-    for src, dsts in (("generator_a2b.pt", ("generator_a2b.pt", "model.pt")), ("generator_b2a.pt", ("generator_b2a.pt",))):
+    for src in ("generator_a2b.pt", "generator_b2a.pt", "args.json", "train_log.csv"):
         if not (out / src).exists():
             print(f"error: {out / src} does not exist; train first (without --install)", file=sys.stderr)
             return 2
+    for src, dsts in (("generator_a2b.pt", ("generator_a2b.pt", "model.pt")), ("generator_b2a.pt", ("generator_b2a.pt",))):
         for dst in dsts:
             tmp = models / f".{dst}.tmp"
             shutil.copyfile(out / src, tmp)
             os.replace(tmp, models / dst)
             print(f"installed {models / dst}", flush=True)
+    meta_path = BUNDLE / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    medgen = meta["medgen"]
+    for variant in ("a2b", "b2a"):
+        medgen["variants"][variant]["sha256"] = sha256_file(BUNDLE / medgen["variants"][variant]["file"])
+    medgen["model_pt"]["sha256"] = sha256_file(BUNDLE / medgen["model_pt"]["file"])
+    run = json.loads((out / "args.json").read_text(encoding="utf-8"))
+    with (out / "train_log.csv").open(encoding="utf-8") as f:
+        last = list(csv.DictReader(f))[-1]
+    medgen["trained"] = True
+    medgen["training"] = {"script": "scripts/train_cyclegan.py", "iterations": int(last["iteration"]), "batch_size": 1,
+                          **{k: run[k] for k in ("a_range", "d_features", "d_layers", "lambda_cycle", "lambda_identity", "lambda_structure", "structure_kernel",
+                                                            "cycle_noise", "lr", "seed")},
+                          "diffaugment": not run["no_diffaugment"], "bf16_autocast": not run["no_bf16"], "domain_b_slices": list(DIPY_T2W_TRAIN_SLICES),
+                          "device": "cpu", "threads": run["threads"]}
+    tmp = meta_path.with_name(".metadata.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+    print(f"recorded sha256 in {meta_path}; wrote {write_large_files(BUNDLE)}", flush=True)
     return 0
 
 
