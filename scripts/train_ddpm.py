@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-train the weights shipped in monai_bundles/brain_slice_ddpm (class-conditional 2D DDPM, CPU or GPU).
 
-Runs the bundle's own ``configs/train.json`` through MONAI's ConfigParser (checkpoints in ``--runs-dir``,
+Runs the bundle's own ``configs/train.json`` (MONAI's SupervisedTrainer) through MONAI's ConfigParser (checkpoints in ``--runs-dir``,
 so an interrupted run resumes where it stopped), copies the EMA weights ``model.pt`` into the bundle's
 ``models/`` folder and records their sha256 in ``configs/metadata.json`` (``medgen.variants``), together
 with a training note. ``medgen.trained`` becomes true only for a run of at least the shipped schedule
@@ -30,8 +30,11 @@ BATCH_SIZE = 16
 
 
 def _iterations(out: Path) -> int:
-    ckpt = out / "checkpoint.pt"
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["iteration"]) if ckpt.exists() else 0
+    """Iterations done so far: the engine state in the newest ``checkpoint_epoch=N.pt`` (0 without one)."""
+    from medgen_core.training.engines import checkpoint_files, load_checkpoint
+
+    files = checkpoint_files(out)
+    return int(load_checkpoint(files[-1][1])["trainer"]["iteration"]) if files else 0
 
 
 def train(runs_dir: Path, iterations: int | None, batch_size: int | None, device: str | None) -> tuple[Path, float, int, int]:
@@ -40,8 +43,8 @@ def train(runs_dir: Path, iterations: int | None, batch_size: int | None, device
     parser = training_parser(BUNDLE, out, device, iterations=iterations, batch_size=batch_size)
     start = _iterations(out)
     t0 = time.time()
-    model_path = parser.get_parsed_content("trainer").run()
-    return Path(model_path), time.time() - t0, _iterations(out) - start, _iterations(out)
+    parser.get_parsed_content("run")  # MONAI's SupervisedTrainer (train#trainer)
+    return out / "model.pt", time.time() - t0, _iterations(out) - start, _iterations(out)
 
 
 def install(model_path: Path, trained: bool, note: dict) -> Path:

@@ -1,9 +1,9 @@
-"""Class-conditional 2D diffusion: trainer (resume, DDP), DDIM sampler / SDEdit, MNI slice data and the
-brain_slice_ddpm bundle through MONAI's runner (tiny networks, CPU, seconds)."""
+"""Class-conditional 2D diffusion: training on MONAI's SupervisedTrainer (the bundle's train.json: batches, target,
+resume, DDP), DDIM sampler / SDEdit, MNI slice data and the brain_slice_ddpm bundle through MONAI's runner (tiny
+networks, CPU, seconds)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -32,7 +32,9 @@ from medgen_core.data.slices import (
 )
 from medgen_core.inference.diffusion_sampling import DiffusionSampler, class_ids_for, sample_output_paths
 from medgen_core.provenance import read_provenance, verify_provenance
-from medgen_core.training.diffusion import DiffusionTrainer, DiffusionTrainingConfig
+from medgen_core.training.diffusion import DiffusionBatches, NoisePrepareBatch
+from medgen_core.training.engines import checkpoint_files, load_checkpoint
+from train_testing import log_rows, train, workflow
 
 BUNDLE = REPO / "monai_bundles" / "brain_slice_ddpm"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -51,18 +53,17 @@ def _net(seed: int = 0, in_channels: int = 4, classes: int | None = 2, perturb: 
     return net.eval()
 
 
-def _config(**kw) -> DiffusionTrainingConfig:
-    base = dict(iterations=3, batch_size=2, lr=1e-3, log_every=1, checkpoint_every=1000, bf16=False, seed=0, warmup=1)
-    return DiffusionTrainingConfig(**{**base, **kw})
+TINY = {"network_def#channels": [8, 8], "network_def#attention_levels": [False, False], "network_def#num_head_channels": 8,
+        "network_def#num_class_embeds": 3, "batch_size": 2, "lr": 1e-3, "log_every": 1, "checkpoint_every": 1000, "bf16": False, "warmup": 1}
+
+
+def _training(images: torch.Tensor, labels: torch.Tensor, out: Path, **kw) -> dict:
+    """Overrides of the bundle's train.json for the in-memory slices ``images`` with classes ``labels``."""
+    return {**TINY, "training_data": (images, labels), "class_labels": labels, "image_size": images.shape[-1], "output_dir": str(out), **kw}
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -72,57 +73,58 @@ def images() -> torch.Tensor:
     return torch.stack([torch.exp(-((ww - 0.1 * i) ** 2 + (hh - 0.4) ** 2) * 3) for i in range(6)])[:, None].clamp(0, 1)
 
 
-# -- trainer --------------------------------------------------------------------------------------
-def test_trainer_runs_logs_and_resumes(tmp_path: Path, images: torch.Tensor) -> None:
+# -- training -------------------------------------------------------------------------------------
+def test_training_runs_logs_and_resumes(tmp_path: Path, images: torch.Tensor) -> None:
     labels = torch.tensor([0, 1, 0, 1, 0, 1])
-    first = DiffusionTrainer(_net(perturb=False), images, labels, _config(iterations=3), tmp_path)
-    model_path = first.run()
-    assert model_path == tmp_path / "model.pt"
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert checkpoint["iteration"] == 3 and {"net", "opt", "ema", "config"} <= set(checkpoint)
-    rows = _rows(tmp_path / "train_log.csv")
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
-    assert all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
+    # one iteration per epoch (checkpoint_every=1): a later, longer run continues at the last epoch
+    train("brain_slice_ddpm", _training(images, labels, tmp_path, iterations=3, checkpoint_every=1))
+    assert [n for n, _ in checkpoint_files(tmp_path)] == [2, 3]
+    checkpoint = load_checkpoint(checkpoint_files(tmp_path)[-1][1])
+    assert checkpoint["trainer"]["iteration"] == 3 and {"network", "optimizer", "lr_scheduler", "ema"} <= set(checkpoint)
+    rows = log_rows(tmp_path / "train_log.csv")["loss"]
+    assert [s for s, _ in rows] == [1, 2, 3] and all(np.isfinite(v) and v > 0 for _, v in rows)
 
-    resumed = DiffusionTrainer(_net(seed=9, perturb=False), images, labels, _config(iterations=5), tmp_path)  # other init: overwritten
-    resumed.run()
-    assert resumed.iteration == 5
-    assert torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)["iteration"] == 5
-    assert [int(r["iteration"]) for r in _rows(tmp_path / "train_log.csv")] == [1, 2, 3, 4, 5]  # continues, no restart
+    resumed = train("brain_slice_ddpm", _training(images, labels, tmp_path, iterations=5, checkpoint_every=1, seed=9))  # resumes at 3
+    assert resumed.parser.get_parsed_content("train#trainer").state.iteration == 5
+    assert load_checkpoint(checkpoint_files(tmp_path)[-1][1])["trainer"]["iteration"] == 5
+    assert [s for s, _ in log_rows(tmp_path / "train_log.csv")["loss"]] == [1, 2, 3, 4, 5]  # continues, no restart
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == PNG_SIGNATURE
 
-    state = torch.load(model_path, map_location="cpu", weights_only=True)  # plain state_dict (EMA weights)
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)  # plain state_dict (EMA weights)
     fresh = _net(perturb=False)
     fresh.load_state_dict(state, strict=True)
-    assert all(torch.equal(state[k], v) for k, v in resumed.export_state().items())
+    ema = resumed.parser.get_parsed_content("train#handlers#3")
+    assert all(torch.equal(state[k], v) for k, v in ema.module.state_dict().items())
+    net = resumed.parser.get_parsed_content("network")
+    assert any(not torch.equal(state[k], v) for k, v in net.state_dict().items() if v.is_floating_point())  # EMA, not the raw weights
 
 
-def test_trainer_batches_drop_labels_and_flip(tmp_path: Path, images: torch.Tensor) -> None:
-    trainer = DiffusionTrainer(_net(), images, torch.zeros(6, dtype=torch.long), _config(batch_size=400, p_uncond=0.25), tmp_path)
-    x, labels = trainer.make_batch()
+def test_batches_drop_labels_and_flip(images: torch.Tensor) -> None:
+    batches = DiffusionBatches(images, torch.zeros(6, dtype=torch.long), _net(), batch_size=400, num_batches=1, p_uncond=0.25)
+    batch = batches[0]
+    x, labels = batch["image"], batch["class_label"]
     assert x.shape == (400, 4, 8, 8) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0  # 2x2 space-to-depth of [-1, 1] slices
     assert set(labels.tolist()) == {0, 2} and 0.15 < float((labels == 2).float().mean()) < 0.35  # null class id K = 2
     full = F.pixel_shuffle(x, 2)
     originals = images * 2 - 1
     flipped = [any(torch.equal(s, o.flip(-2)) and not torch.equal(s, o) for o in originals) for s in full]
     assert 0.3 < np.mean(flipped) < 0.7  # left-right flips (axis H) about half of the time
+    assert "class_label" not in DiffusionBatches(images, None, _net(classes=None), 2, 1)[0]
 
 
-def test_trainer_validation(tmp_path: Path, images: torch.Tensor) -> None:
+def test_batch_validation(images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"images must be \(N, 1, H, W\)"):
-        DiffusionTrainer(_net(), images[:, 0], None, _config(), tmp_path)
+        DiffusionBatches(images[:, 0], None, _net(), 2, 1)
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        DiffusionTrainer(_net(), images * 3, None, _config(), tmp_path)
+        DiffusionBatches(images * 3, None, _net(), 2, 1)
     with pytest.raises(ValueError, match=r"class_labels must be in \[0, 2\)"):
-        DiffusionTrainer(_net(), images, torch.tensor([0, 1, 2, 0, 1, 0]), _config(), tmp_path)
+        DiffusionBatches(images, torch.tensor([0, 1, 2, 0, 1, 0]), _net(), 2, 1)
     with pytest.raises(ValueError, match="no class embedding"):
-        DiffusionTrainer(_net(classes=None), images, torch.zeros(6, dtype=torch.long), _config(), tmp_path)
+        DiffusionBatches(images, torch.zeros(6, dtype=torch.long), _net(classes=None), 2, 1)
     with pytest.raises(ValueError, match="in_channels = out_channels = f\\*f"):
-        DiffusionTrainer(_net(in_channels=2), images, None, _config(), tmp_path)
-    with pytest.raises(ValueError, match="distributed=True needs an initialised torch.distributed process group"):
-        DiffusionTrainer(_net(), images, None, _config(), tmp_path, distributed=True)
-    with pytest.raises(ValueError, match="p_uncond must be in"):
-        DiffusionTrainingConfig(p_uncond=1.0)
+        DiffusionBatches(images, None, _net(in_channels=2), 2, 1)
+    with pytest.raises(ValueError, match="p_uncond in"):
+        DiffusionBatches(images, None, _net(), 2, 1, p_uncond=1.0)
 
 
 # -- sampler ----------------------------------------------------------------------------------------
@@ -298,7 +300,7 @@ def test_bundle_trains_with_torchrun_on_two_cpu_processes(tmp_path: Path) -> Non
         "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--meta_file", "configs/metadata.json", "--bundle_root", ".",
         "--training_data", "$(torch.rand(10, 1, 32, 32), torch.arange(10) * 15)",
         "--network_def#channels", "[8, 8]", "--network_def#attention_levels", "[False, False]", "--network_def#num_head_channels", "8",
-        "--iterations", "2", "--batch_size", "2", "--train_config#bf16", "False", "--output_dir", str(out),
+        "--iterations", "2", "--batch_size", "2", "--bf16", "False", "--log_every", "1", "--output_dir", str(out),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
@@ -307,32 +309,41 @@ def test_bundle_trains_with_torchrun_on_two_cpu_processes(tmp_path: Path) -> Non
     assert not any(k.startswith("module.") for k in state)
     DiffusionModelUNet(spatial_dims=2, in_channels=4, out_channels=4, channels=(8, 8), attention_levels=(False, False), num_res_blocks=1,
                        norm_num_groups=8, num_head_channels=8, num_class_embeds=5).load_state_dict(state, strict=True)
-    assert torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["iteration"] == 2
+    checkpoint = load_checkpoint(checkpoint_files(out)[-1][1])
+    assert checkpoint["trainer"]["iteration"] == 2 and not any(k.startswith("module.") for k in checkpoint["network"])
     shards = json.loads((out / "data_shards.json").read_text())
     rank0, rank1 = set(shards["shards"]["0"]), set(shards["shards"]["1"])
     assert shards["world_size"] == 2 and len(rank0) == len(rank1) == 5 and not rank0 & rank1
-    assert [int(r["iteration"]) for r in _rows(out / "train_log.csv")] == [2]  # rank 0 alone writes
+    assert [s for s, _ in log_rows(out / "train_log.csv")["loss"]] == [1, 2]  # rank 0 alone writes
 
 
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
-def test_trainer_regresses_the_configured_target(tmp_path: Path, images: torch.Tensor, prediction_type: str) -> None:
-    """The loss of one step equals the MSE between the network output and v (or x0), recomputed by hand."""
-    trainer = DiffusionTrainer(_net(), images, torch.zeros(6, dtype=torch.long), _config(prediction_type=prediction_type, p_uncond=0.0, flip=False,
-                                                                                        bf16=False, ema_decay=0.0), tmp_path)
-    state = {k: v.clone() for k, v in trainer.net.state_dict().items()}
-    g_state = trainer.g.get_state()
-    loss = trainer.train_step()["loss"]
-    trainer.net.load_state_dict(state)
-    trainer.g.set_state(g_state)
-    x, labels = trainer.make_batch()
-    noise = torch.randn(x.shape, generator=trainer.g)
-    t = torch.randint(trainer.config.num_train_timesteps, (x.shape[0],), generator=trainer.g)
-    a = trainer.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    target = a.sqrt() * noise - (1 - a).sqrt() * x if prediction_type == "v_prediction" else x
+def test_training_regresses_the_configured_target(tmp_path: Path, images: torch.Tensor, prediction_type: str) -> None:
+    """The loss of one engine step equals the MSE between the network output and v (or x0), recomputed by hand from the
+    same batch, noise and timesteps."""
+    labels = torch.zeros(6, dtype=torch.long)
+    w = workflow("brain_slice_ddpm", _training(images, labels, tmp_path, p_uncond=0.0, flip=False, ema_decay=0.0, num_steps=1,
+                                              prediction_type=prediction_type))
+    trainer = w.parser.get_parsed_content("train#trainer")
+    net, prepare = w.parser.get_parsed_content("network"), w.parser.get_parsed_content("train#prepare_batch")
     with torch.no_grad():
-        pred = trainer.net(a.sqrt() * x + (1 - a).sqrt() * noise, t, class_labels=labels)
-    assert loss == pytest.approx(float(F.mse_loss(pred, target)), rel=1e-4)
+        for p in net.parameters():  # MONAI zero-initialises the output convolution
+            p.add_(0.05 * torch.randn(p.shape, generator=_seeded(3)))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    batch = w.parser.get_parsed_content("train#dataset")[0]
+    torch.manual_seed(11)
+    loss = float(trainer._process_function(trainer, batch)["loss"])
+    net.load_state_dict(state)
+    torch.manual_seed(11)
+    x, target, _, kwargs = prepare(batch, torch.device("cpu"))
+    noise, t = kwargs["noise"], kwargs["timesteps"]
+    a = w.parser.get_parsed_content("noise_scheduler").alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = a.sqrt() * noise - (1 - a).sqrt() * x if prediction_type == "v_prediction" else x
+    torch.testing.assert_close(target, expected)
+    with torch.no_grad():
+        pred = net(a.sqrt() * x + (1 - a).sqrt() * noise, t, class_labels=kwargs["condition"])
+    assert loss == pytest.approx(float(F.mse_loss(pred, expected)), rel=1e-4)
     with pytest.raises(ValueError, match="prediction_type must be one of"):
-        DiffusionTrainingConfig(prediction_type="noise")
+        NoisePrepareBatch(w.parser.get_parsed_content("noise_scheduler"), prediction_type="noise")
     with pytest.raises(ValueError, match="prediction_type must be one of"):
         DiffusionSampler(_net(), image_size=(16, 16), prediction_type="x0")

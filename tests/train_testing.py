@@ -42,8 +42,9 @@ def workflow(bundle: str, overrides: Mapping[str, Any], config: str | Sequence[s
 
     root = BUNDLE_ROOT / bundle
     configs = [config] if isinstance(config, str) else list(config)
+    values = {"bundle_root": str(root), **dict(overrides)}
     w = ConfigWorkflow(config_file=[str(root / "configs" / c) for c in configs], meta_file=str(root / "configs" / "metadata.json"),
-                       workflow_type="train", bundle_root=str(root), **dict(overrides))
+                       workflow_type="train", **values)
     w.initialize()
     return w
 

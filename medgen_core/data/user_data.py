@@ -10,6 +10,9 @@ relative to the list; ``#`` starts a comment) or a ``.json`` list of paths. The 
   (``{"training": [{<key>: path, ...}]}``);
 * two unpaired domains (CycleGAN): ``DIR/A/*.nii.gz`` and ``DIR/B/*.nii.gz`` (:func:`volume_files` with ``subfolder``).
 
+:func:`position_slices` turns one-domain volumes into the 2 mm axial slices with a slice-position class that the
+slice generators (DDPM, autoencoder) train on.
+
 Every problem (a missing or empty folder, no NIfTI file, a file that is not a readable NIfTI, a name without its
 partner) raises :class:`~medgen_core.errors.TrainingDataError` with one line naming the path, what is wrong and
 what was expected. Only headers are read here; the voxels are read by the training transforms.
@@ -20,10 +23,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from medgen_core.errors import TrainingDataError
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti", "paired_files", "volume_files"]
+__all__ = ["NIFTI_SUFFIXES", "is_nifti", "paired_files", "position_slices", "volume_files"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -144,3 +148,48 @@ def paired_files(source: str | Path, first: str, second: str, keys: Sequence[str
         raise TrainingDataError(f"{root / has / name}: no file of the same name in {root / lacks}/ "
                                 f"({len(lonely)} unmatched); expected every {first}/NAME to have a {second}/NAME.")
     return [{keys[0]: a[n], keys[1]: b[n]} for n in sorted(a)]
+
+
+def position_slices(files: Sequence[str | Path], size: int = 128, n_classes: int = 4, spacing_mm: float = 2.0,
+                    min_foreground: float = 0.02) -> tuple[Any, Any]:
+    """Axial slices of the user's volumes for the slice generators, prepared like the MNI training slices
+    (:func:`medgen_core.data.slices.mni_axial_slices_2mm`): each volume is reoriented to the closest RAS orientation,
+    resampled in-plane to ``spacing_mm`` (linear), divided by its 99.9th percentile and clipped to [0, 1], and every
+    axial slice is zero-padded or centre-cropped to ``size x size``. Slices whose foreground (> 0.1) covers less than
+    ``min_foreground`` of the field are dropped; the others get the slice-position class
+    ``floor(n_classes * (z - lo) / (hi - lo))`` over the volume's own foreground z-extent ``[lo, hi)`` (0 = most
+    inferior), the MNI slices' classes measured on each subject.
+
+    Returns:
+        ``(images, classes)``: float32 ``(N, 1, size, size)`` in [0, 1] and int64 ``(N,)`` in ``[0, n_classes)``.
+    """
+    import nibabel as nib
+    import numpy as np
+    import torch
+    from scipy.ndimage import zoom
+
+    from medgen_core.data.slices import fit_to_square
+    from medgen_core.io import read_volume
+
+    images, classes = [], []
+    for f in files:
+        vol = read_volume(f)
+        if vol.array.ndim != 3:
+            raise TrainingDataError(f"{f}: a {vol.array.ndim}D image; expected a 3D volume (axial slices are taken).")
+        img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(vol.array, dtype=np.float32), vol.affine))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        spacing = np.linalg.norm(img.affine[:3, :3], axis=0)
+        data = zoom(data, (spacing[0] / spacing_mm, spacing[1] / spacing_mm, 1.0), order=1)
+        data = np.clip(data / max(float(np.percentile(data, 99.9)), 1e-8), 0.0, 1.0)
+        square = fit_to_square(data, size)  # (size, size, Z)
+        fg = (square > 0.1).mean(axis=(0, 1))
+        keep = np.flatnonzero(fg >= min_foreground)
+        if keep.size == 0:
+            raise TrainingDataError(f"{f}: no axial slice has {min_foreground:.0%} foreground after scaling; expected a volume with visible anatomy.")
+        lo, hi = int(keep.min()), int(keep.max()) + 1
+        images.append(np.moveaxis(square[:, :, keep], 2, 0))
+        classes.append(np.clip((keep - lo) * int(n_classes) // max(hi - lo, 1), 0, int(n_classes) - 1))
+    if not images:
+        raise TrainingDataError("no training volumes given; expected at least one NIfTI volume.")
+    return (torch.from_numpy(np.ascontiguousarray(np.concatenate(images), dtype=np.float32))[:, None],
+            torch.from_numpy(np.concatenate(classes).astype(np.int64)))
