@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medgen_core.cli.cvae_cmd import load_cvae
+from medgen_core.bundles.cvae import load_cvae
 from medgen_core.data.abr_dataset import PEAK_NAMES, STATIC_NAMES
 from medgen_core.data.abr_simulator import expected_peaks, simulate_abr_dataset, time_axis_ms
 from medgen_core.evaluation.signal_metrics import (calibration, mmd_report, peak_errors, plot_calibration, plot_signals,

@@ -233,6 +233,38 @@ def test_imports_point_down_the_layers():
         ", ".join(layer) for layer in LAYERS) + "):\n" + "\n".join(bad)
 
 
+def _outside_imports(folder: str, known: set[str]) -> list[tuple[str, str]]:
+    """``(file:line, module)`` for every import of a medgen_core module in the ``.py`` files under ``REPO/folder``."""
+    hits = []
+    for path in sorted((REPO / folder).rglob("*.py")):
+        for line, target in imports_of(path.read_text(encoding="utf-8"), path.stem, False, known):
+            hits.append((f"{path.relative_to(REPO)}:{line}", target))
+    return hits
+
+
+def test_cli_commands_share_helpers_through_cli_common_only():
+    """No command module imports another (shared helpers live in medgen_core.cli._common); outside cli/ nothing but
+    tests imports a command module, and scripts/benchmarks reach the CLI through cli.main only."""
+    graph = module_graph()
+    cli = {m for m in graph if m.startswith(f"{PACKAGE}.cli.")}
+    commands = {m for m in cli if m.endswith("_cmd")}
+    assert len(commands) >= 8
+    assert cli - commands == {f"{PACKAGE}.cli._common", f"{PACKAGE}.cli.main"}, "one private module of shared CLI helpers"
+    bad = [f"{src}:{line} -> {dst}" for src, edges in graph.items() if src != f"{PACKAGE}.cli.main"
+           for dst, line in edges.items() if dst in commands]
+    bad += [f"{where} -> {dst}" for folder in ("scripts", "benchmarks") for where, dst in _outside_imports(folder, set(graph))
+            if dst.startswith(f"{PACKAGE}.cli") and dst != f"{PACKAGE}.cli.main"]
+    assert bad == [], "imports of CLI command modules (move what they share to cli._common or the library):\n" + "\n".join(bad)
+
+
+def test_the_slicer_library_does_not_import_medgen_core():
+    """The Slicer extension talks to medgen through its CLI and files (see also tests/slicer/test_slicer_no_medgen_core_import.py)."""
+    known = set(module_graph())
+    assert len(list((REPO / "slicer_extension").rglob("*.py"))) >= 10
+    hits = [f"{where}: {dst}" for where, dst in _outside_imports("slicer_extension", known)]
+    assert hits == [], "slicer_extension imports medgen_core:\n" + "\n".join(hits)
+
+
 def main() -> int:
     graph = module_graph()
     sub_graph = subpackage_graph(graph)

@@ -269,7 +269,7 @@ def test_cli_simulate_train_sample_evaluate(tmp_path: Path, capsys) -> None:
 # -- the shipped bundle -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def legacy_net() -> SignalCVAE:
-    from medgen_core.cli.cvae_cmd import load_cvae
+    from medgen_core.bundles.cvae import load_cvae
 
     return load_cvae(str(BUNDLE), None, "legacy")[0]
 

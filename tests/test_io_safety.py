@@ -123,7 +123,7 @@ def test_symlink_and_hardlink_to_input_data_are_refused(tmp_path) -> None:
 
 
 def test_cli_check_output_path_refuses_detached_data(tmp_path) -> None:
-    from medgen_core.cli.upscale_cmd import check_output_path
+    from medgen_core.cli._common import check_output_path
 
     header, (data,) = detached_inputs(tmp_path)["nhdr"]
     with pytest.raises(ImageWriteError) as err:

@@ -20,8 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medgen_core.cli._common import add_device_argument, check_device
-from medgen_core.cli._validation import fraction, non_negative_int, positive_int, strength
+from medgen_core.cli._common import (
+    add_device_argument,
+    check_device,
+    check_output_path,
+    fraction,
+    non_negative_int,
+    positive_int,
+    strength,
+)
 from medgen_core.errors import AugmentationError
 
 if TYPE_CHECKING:  # imported where used: 'medgen augment --help' stays fast
@@ -170,7 +177,6 @@ def build_manager(cfg: AugmentationConfig, generators: Path | None, bundle: str 
 
 def run(args: argparse.Namespace) -> int:
     from medgen_core.augmentation.outputs import volume_variants, write_synthetic_dataset
-    from medgen_core.cli.upscale_cmd import check_output_path
     from medgen_core.io import read_volume
     from medgen_core.provenance import write_generated_volume
     from medgen_core.utils.progress import progress_mode

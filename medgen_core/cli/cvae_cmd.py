@@ -17,16 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from medgen_core.cli._common import add_device_argument, check_device, resolve_device
-from medgen_core.cli._validation import non_negative_float, non_negative_int, positive_float, positive_int
+from medgen_core.cli._common import (
+    add_device_argument,
+    check_device,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
 from medgen_core.data.abr_dataset import PEAK_NAMES, STATIC_NAMES, SignalDataError, load_abr_dataset
 
-if TYPE_CHECKING:  # torch and the network are imported where used: 'medgen cvae --help' stays fast
-    from medgen_core.networks.cvae import SignalCVAE
-
-__all__ = ["load_cvae", "register"]
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -131,40 +134,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_cvae(bundle: str | None, model_dir: Path | None, mode: str, device: str = "cpu") -> tuple[SignalCVAE, dict]:
-    """The network and its provenance fields (``generator_name``, ``generator_version``, ``bundle_id``, ``weights_sha256``)."""
-    from medgen_core.bundles.catalog import get_bundle
-    from medgen_core.bundles.weights import load_state_dict_safely
-    from medgen_core.networks.cvae import SignalCVAE
-    from medgen_core.provenance import sha256_file
-
-    if bundle is not None:
-        from medgen_core.bundles.bundle_config import open_bundle_config
-
-        info = get_bundle(bundle)
-        parser = open_bundle_config(info, "inference", overrides={"mode": mode}, device=device)  # a non-built-in bundle is inspected first
-        net = parser.get_parsed_content("network")  # a WeightsError inside the config comes out as itself
-        return net, {"generator_name": info.name, "generator_version": info.version, "bundle_id": info.bundle_id,
-                     "weights_sha256": parser.get_parsed_content("weights_sha256")}
-    config_path, weights = model_dir / "model_config.json", model_dir / "model.pt"
-    if not config_path.is_file() or not weights.is_file():
-        raise SignalDataError(f"{model_dir}: expected a 'medgen cvae train' folder with model.pt and model_config.json")
-    hyper = json.loads(config_path.read_text(encoding="utf-8"))
-    if hyper.get("joint_generation", True) != (mode == "joint"):
-        raise SignalDataError(f"{model_dir}: the model was trained in {'joint' if hyper.get('joint_generation', True) else 'legacy'} mode; "
-                              f"sample it with --mode {'joint' if hyper.get('joint_generation', True) else 'legacy'}")
-    net = SignalCVAE(**hyper)
-    net.load_state_dict(load_state_dict_safely(weights), strict=True)
-    return net.to(device).eval(), {"generator_name": "signal_cvae", "generator_version": "local", "bundle_id": None,
-                                   "weights_sha256": sha256_file(weights)}
-
-
 def _sample(args: argparse.Namespace) -> int:
     check_device(args.device)
     args.device = resolve_device(args.device)
     _check_output(args.output, (args.static,))
     if args.n < 1:
         raise SignalDataError(f"--n must be >= 1, got {args.n}")
+    from medgen_core.bundles.cvae import load_cvae
     from medgen_core.inference.cvae_outputs import generate_abr_samples
 
     net, prov = load_cvae(args.bundle, args.model, args.mode, args.device)
@@ -187,6 +163,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_device(args.device)
     args.device = resolve_device(args.device)
     heldout = load_abr_dataset(args.data)
+    from medgen_core.bundles.cvae import load_cvae
+
     net, prov = load_cvae(args.bundle, args.model, args.mode, args.device)
     n = args.n or max(len(heldout) // 2, 2)
     gen = sample_joint(net, n, args.seed) if args.mode == "joint" else sample_legacy(net, heldout.static, 1, args.seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen_core.cli._validation import non_negative_float
+from medgen_core.cli._common import non_negative_float
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_brain_mask, load_mni152_t1
 from medgen_core.errors import MedGenError
 from medgen_core.io import Volume, read_volume, write_volume

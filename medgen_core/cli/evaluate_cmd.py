@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen_core.cli._validation import non_negative_int, positive_int
+from medgen_core.cli._common import non_negative_int, positive_int
 from medgen_core.errors import ImageReadError, ImageWriteError, MedGenError
 
 __all__ = ["MIN_IMAGES", "ImageSet", "load_image_set", "register"]

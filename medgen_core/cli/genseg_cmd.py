@@ -15,8 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from medgen_core.cli._common import add_device_argument, check_device, device_override
-from medgen_core.cli._validation import non_negative_int
+from medgen_core.cli._common import add_device_argument, check_device, check_output_path, device_override, non_negative_int
 from medgen_core.errors import MedGenError
 
 __all__ = ["register"]
@@ -200,7 +199,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from medgen_core.bundles import discover_bundles, get_bundle, run_bundle_inference
-    from medgen_core.cli.upscale_cmd import check_output_path
     from medgen_core.errors import BundleError
     from medgen_core.io import read_volume
 

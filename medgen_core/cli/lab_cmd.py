@@ -18,8 +18,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medgen_core.cli._common import add_device_argument, check_device, resolve_device
-from medgen_core.cli._validation import positive_int
+from medgen_core.cli._common import add_device_argument, check_device, positive_int, resolve_device
 from medgen_core.errors import LabError, WeightsError
 
 if TYPE_CHECKING:  # torch, MONAI and the lab are imported where used: 'medgen lab --help' stays fast

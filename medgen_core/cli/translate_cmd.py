@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medgen_core.cli._common import add_device_argument, check_device, device_override
-from medgen_core.cli._validation import check_preview_path, positive_int
-from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
+from medgen_core.cli._common import (
+    add_device_argument,
+    add_output_format_arguments,
+    check_device,
+    check_output,
+    check_preview_path,
+    device_override,
+    positive_int,
+    run_bundle_to_output,
+)
 from medgen_core.errors import BundleError
 from medgen_core.io import Volume, read_volume
 

@@ -9,15 +9,24 @@ from pathlib import Path
 import numpy as np
 
 from medgen_core.bundles import get_bundle
-from medgen_core.cli._common import add_device_argument, device_override
-from medgen_core.cli._validation import check_device, check_preview_path, non_negative_float, positive_float, positive_int
-from medgen_core.cli.output_format import add_output_format_arguments, check_output, run_bundle_to_output
-from medgen_core.errors import BundleError, ImageWriteError, SuperResolutionError
-from medgen_core.io import SUPPORTED_WRITE_SUFFIXES, format_of, read_volume
+from medgen_core.cli._common import (
+    add_device_argument,
+    add_output_format_arguments,
+    check_device,
+    check_output,
+    check_preview_path,
+    device_override,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run_bundle_to_output,
+)
+from medgen_core.errors import BundleError, SuperResolutionError
+from medgen_core.io import read_volume
 from medgen_core.io.dicom_writer import SPATIAL_RESAMPLING
 from medgen_core.utils.progress import progress_mode
 
-__all__ = ["register", "choose_variant", "check_output_path", "recorded_gate_line"]
+__all__ = ["register", "choose_variant", "recorded_gate_line"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_SR_BUNDLE = "brain_mri_super_resolution"
@@ -72,16 +81,6 @@ def choose_variant(bundle_variants: dict, scale: int, degradation: str | None, v
     if name not in bundle_variants:
         raise BundleError(f"the bundle has no variant {name!r}; shipped variants: {', '.join(sorted(bundle_variants)) or 'none'}.")
     return name
-
-
-def check_output_path(input_path: Path, output_path: Path) -> None:
-    """Refuse early (before any compute) an unsupported output format or an output that is the input."""
-    fmt = format_of(output_path)
-    if fmt is None or fmt[1] not in SUPPORTED_WRITE_SUFFIXES:
-        raise ImageWriteError(f"{output_path}: unsupported output format; expected one of {', '.join(SUPPORTED_WRITE_SUFFIXES)}.")
-    from medgen_core.io import check_output_path as check_output_file
-
-    check_output_file([input_path], output_path)  # every file of the input (detached data, DICOM folder), links, loops, read-only
 
 
 def run(args: argparse.Namespace) -> int:
