@@ -1,7 +1,8 @@
 """MedGen: generative models for medical volumes.
 
-Layers (arrows point one way): ``io``/``provenance``/``networks``/``losses``/``transforms`` ->
-``training``/``inference``/``evaluation`` -> ``bundles``/``cli``. Nothing here knows about Slicer.
+Layers, bottom first (imports point down; ``tests/test_architecture.py`` checks it): ``utils``, ``io``, ``networks``,
+``losses`` | ``provenance`` | ``transforms`` | ``data`` | ``augmentation``, ``inference`` | ``training`` |
+``evaluation`` | ``bundles`` | ``experiments`` | ``cli``. Nothing here knows about Slicer.
 """
 
 __version__ = "0.1.0"

@@ -265,6 +265,19 @@ def test_the_slicer_library_does_not_import_medgen_core():
     assert hits == [], "slicer_extension imports medgen_core:\n" + "\n".join(hits)
 
 
+def test_readme_layout_names_every_subpackage_and_the_layers():
+    """README's layout section lists each subpackage of medgen_core (and nothing that is gone) and the layers above."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Layout"):]
+    section = section[: section.index("\n## ", 3)]
+    listed = set(re.findall(r"^  (\w+)/", section, flags=re.M))
+    subs = {p.name for p in (REPO / PACKAGE).iterdir() if (p / "__init__.py").is_file()}
+    assert listed == subs, f"README layout lists {sorted(listed - subs)} (gone) and misses {sorted(subs - listed)}"
+    assert " | ".join(f"`{', '.join(layer)}`" for layer in LAYERS) in " ".join(section.split()), "README's layer line"
+
+
 def main() -> int:
     graph = module_graph()
     sub_graph = subpackage_graph(graph)
