@@ -48,22 +48,23 @@ def train_autoencoder(out: Path, seed: int, iterations: int | None, device: str 
     parser = _parser(["train.json"], overrides)
     parser.get_parsed_content("initialize")
     t0 = time.time()
-    return Path(parser.get_parsed_content("trainer").run()), time.time() - t0
+    parser.get_parsed_content("run")  # MONAI's SupervisedTrainer (train#trainer)
+    return out / "model.pt", time.time() - t0
 
 
 def train_restoration(out: Path, iterations: int | None, device: str | None) -> tuple[Path, float]:
-    from medgen_core.training.restoration import RestorationTrainer
+    from medgen_core.training.restoration import train_restoration
 
     parser = _parser(["inference.json", "lab.json"], {"restoration#train_config#iterations": iterations} if iterations else {})
     section = "restoration"
     data = parser.get_parsed_content("lab_data")
-    trainer = RestorationTrainer(
+    t0 = time.time()
+    model = train_restoration(
         parser.get_parsed_content(f"{section}#network_def"), data.train_images, parser.get_parsed_content(f"{section}#train_config"), out,
         device or ("cuda" if torch.cuda.is_available() else "cpu"), kinds=tuple(parser.get_parsed_content(f"{section}#kinds")),
         settings=parser.get_parsed_content(f"{section}#settings"),
     )
-    t0 = time.time()
-    return Path(trainer.run()), time.time() - t0
+    return model, time.time() - t0
 
 
 def install(variant: str, model_path: Path) -> Path:

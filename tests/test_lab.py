@@ -27,8 +27,9 @@ from medgen_core.experiments.lab import (
 )
 from medgen_core.networks.conditional_autoencoder import CONDITIONING_STRATEGIES, ConditionalAutoencoder
 from medgen_core.provenance import verify_provenance
-from medgen_core.training.autoencoder import AutoencoderTrainer, SliceTrainingConfig
-from medgen_core.training.restoration import RestorationTrainer
+from medgen_core.training.autoencoder import SliceBatches, SliceTrainingConfig, train_autoencoder
+from medgen_core.training.engines import checkpoint_files, load_checkpoint
+from medgen_core.training.restoration import CorruptedSliceBatches
 from medgen_core.transforms.corruption import CORRUPTION_KINDS, Corrupt, Corruptd, corrupt
 
 torch.set_num_threads(1)
@@ -175,16 +176,21 @@ def test_autoencoder_training_lowers_the_loss_and_resumes(tmp_path: Path) -> Non
     x, y = data.train_images, data.train_labels
     with torch.no_grad():
         before = float(F.mse_loss(net(x, y), x))
-    AutoencoderTrainer(net, x, y, SliceTrainingConfig(iterations=40, batch_size=8, lr=3e-3, warmup=2, checkpoint_every=20), tmp_path).run()
+    config = SliceTrainingConfig(iterations=40, batch_size=8, lr=3e-3, warmup=2, checkpoint_every=20)
+    model = train_autoencoder(net, x, y, config, tmp_path)
     with torch.no_grad():
         after = float(F.mse_loss(net(x, y), x))
     assert after < 0.7 * before, (before, after)
-    state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert state["iteration"] == 40
-    again = AutoencoderTrainer(tiny(), x, y, SliceTrainingConfig(iterations=40), tmp_path)
-    assert again.resume() and again.iteration == 40
+    assert [n for n, _ in checkpoint_files(tmp_path)] == [1, 2] and load_checkpoint(tmp_path / "checkpoint_epoch=2.pt")["trainer"]["iteration"] == 40
+    again = tiny()
+    train_autoencoder(again, x, y, config, tmp_path)  # resumes at iteration 40: nothing more to train, the weights are the run's
+    for k, v in torch.load(model, weights_only=True).items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
     with pytest.raises(ValueError, match="class_labels must be integer"):
-        AutoencoderTrainer(tiny(), x, torch.full((12,), 3), SliceTrainingConfig(), tmp_path)
+        train_autoencoder(tiny(), x, torch.full((12,), 3), SliceTrainingConfig(), tmp_path)
+    batch = SliceBatches(x, y, 3, batch_size=400, num_batches=1, p_uncond=0.25)[0]
+    assert torch.equal(batch["image"], batch["label"]) and set(batch["class_label"].tolist()) <= {0, 1, 2, 3}
+    assert 0.15 < float((batch["class_label"] == 3).float().mean()) < 0.35  # dropped to the null class K = 3
 
 
 def test_restoration_training_lowers_the_loss_and_reports_by_level(tmp_path: Path) -> None:
@@ -207,7 +213,9 @@ def test_restoration_training_lowers_the_loss_and_reports_by_level(tmp_path: Pat
     assert noise[1]["corrupted_psnr"] > noise[2]["corrupted_psnr"]
     assert (tmp_path / "restoration.png").is_file() and (tmp_path / "restoration_examples.png").is_file()
     with pytest.raises(ValueError, match="kinds must be a non-empty subset"):
-        RestorationTrainer(net, clean, cfg, tmp_path / "x", kinds=("jpeg",))
+        CorruptedSliceBatches(clean, kinds=("jpeg",))
+    pair = CorruptedSliceBatches(clean, batch_size=4, kinds=("noise",), level_range=(0.5, 1.0))[0]
+    assert pair["image"].shape == pair["label"].shape == (4, 1, 32, 32) and not torch.equal(pair["image"], pair["label"])
 
 
 def test_global_residual_adds_the_input() -> None:
@@ -287,11 +295,12 @@ def test_cli_mix_refuses_models_that_do_not_fit(sweep_dir: Path, tmp_path: Path,
 
 
 def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path) -> None:
-    import csv
     import os
     import socket
     import subprocess
     import sys
+
+    from train_testing import log_rows
 
     bundle = Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_slice_autoencoder"
     with socket.socket() as s:
@@ -300,7 +309,8 @@ def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1", "--master_port", str(port),
            "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
-           "--meta_file", "configs/metadata.json", "--bundle_root", ".", "--iterations", "2", "--batch_size", "2", "--output_dir", str(out)]
+           "--meta_file", "configs/metadata.json", "--bundle_root", ".", "--iterations", "2", "--batch_size", "2", "--log_every", "1",
+           "--output_dir", str(out)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -309,5 +319,4 @@ def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path)
     shards = json.loads((out / "data_shards.json").read_text())
     rank0, rank1 = set(shards["shards"]["0"]), set(shards["shards"]["1"])
     assert shards["world_size"] == 2 and rank0 and rank1 and not rank0 & rank1
-    with open(out / "train_log.csv", newline="") as f:  # rank 0 alone writes
-        assert [int(r["iteration"]) for r in csv.DictReader(f)] == [2]
+    assert [s for s, _ in log_rows(out / "train_log.csv")["loss"]] == [1, 2]  # rank 0 alone writes

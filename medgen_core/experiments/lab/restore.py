@@ -20,7 +20,7 @@ from medgen_core.data.lab_slices import LabSlices
 from medgen_core.errors import LabError
 from medgen_core.experiments.lab.evaluate import batched, psnr_ssim, save_figure, save_image_grid, stamp_file, write_json
 from medgen_core.training.autoencoder import SliceTrainingConfig
-from medgen_core.training.restoration import RestorationTrainer
+from medgen_core.training.restoration import train_restoration
 from medgen_core.transforms.corruption import CORRUPTION_KINDS, CorruptionSettings, corrupt
 
 __all__ = ["evaluate_restoration", "plot_restoration", "run_restoration"]
@@ -91,7 +91,7 @@ def run_restoration(network: nn.Module, data: LabSlices, config: SliceTrainingCo
     seconds = 0.0
     if train:
         t0 = time.time()
-        RestorationTrainer(network, data.train_images, config, out / "restoration", device, kinds=tuple(kinds), settings=settings).run()
+        train_restoration(network, data.train_images, config, out / "restoration", device, kinds=tuple(kinds), settings=settings)
         seconds = time.time() - t0
     network = network.cpu().eval()
     table = evaluate_restoration(network, data.test_images, kinds, levels, settings)

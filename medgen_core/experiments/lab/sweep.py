@@ -18,7 +18,7 @@ import torch.nn as nn
 from medgen_core.data.lab_slices import LabSlices
 from medgen_core.errors import LabError
 from medgen_core.experiments.lab.evaluate import batched, psnr_ssim, save_figure, write_json
-from medgen_core.training.autoencoder import AutoencoderTrainer, SliceTrainingConfig
+from medgen_core.training.autoencoder import SliceTrainingConfig, train_autoencoder
 
 __all__ = ["evaluate_reconstruction", "plot_sweep", "run_bottleneck_sweep"]
 
@@ -88,7 +88,7 @@ def run_bottleneck_sweep(make_network: Callable[[int], nn.Module], data: LabSlic
         if getattr(net, "latent_size", size) != size:
             raise LabError(f"bottleneck sweep: the network factory built latent_size {getattr(net, 'latent_size', None)} when asked for {size}")
         t0 = time.time()
-        AutoencoderTrainer(net, data.train_images, data.train_labels, config, out / f"latent_{size}", device).run()
+        train_autoencoder(net, data.train_images, data.train_labels, config, out / f"latent_{size}", device)
         seconds = time.time() - t0
         net = net.cpu().eval()
         row = {
