@@ -199,14 +199,19 @@ def test_scripted_generators_equal_eager(tmp_path: Path) -> None:
 
 
 def test_check_modules_import_one_way() -> None:
-    """conformance -> monai_checks -> zoo_verify: neither lower module imports conformance (no import cycle)."""
+    """conformance -> monai_checks -> zoo_verify -> zoo_medgen_checks -> zoo_rules: no lower module imports conformance (no
+    import cycle), and zoo_rules imports neither zoo module above it."""
     import ast
 
     import medgen_core.bundles.monai_checks as monai_checks
+    import medgen_core.bundles.zoo_medgen_checks as zoo_medgen_checks
+    import medgen_core.bundles.zoo_rules as zoo_rules
     import medgen_core.bundles.zoo_verify as zoo_verify
 
-    for module in (monai_checks, zoo_verify):
+    for module in (monai_checks, zoo_verify, zoo_rules, zoo_medgen_checks):
         tree = ast.parse(Path(module.__file__).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not any(name.endswith("conformance") for name in imported), f"{module.__name__} imports {sorted(imported)}"
+        if module is zoo_rules:
+            assert not imported & {"medgen_core.bundles.zoo_verify", "medgen_core.bundles.zoo_medgen_checks"}, sorted(imported)

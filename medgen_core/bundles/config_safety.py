@@ -90,7 +90,7 @@ DENIED_PREFIXES = (
     "monai.bundle", "monai.utils.module", "monai.utils.optional_import", "monai.apps.utils", "monai.apps.mmars",
     "monai.apps.nnunet", "monai.apps.auto3dseg", "monai.apps.datasets", "monai.apps.tcia", "monai.auto3dseg", "monai.fl",
     "monai.utils.misc.run_cmd", "monai.utils.run_cmd", "monai.data.torchscript_utils",
-    "medgen_core.bundles.runner", "medgen_core.bundles.sharing", "medgen_core.bundles.monai_checks", "medgen_core.bundles.zoo_verify", "medgen_core.bundles.zoo_ci", "medgen_core.bundles.large_files", "medgen_core.bundles.inspection",
+    "medgen_core.bundles.runner", "medgen_core.bundles.sharing", "medgen_core.bundles.monai_checks", "medgen_core.bundles.zoo_verify", "medgen_core.bundles.zoo_rules", "medgen_core.bundles.zoo_medgen_checks", "medgen_core.bundles.zoo_ci", "medgen_core.bundles.large_files", "medgen_core.bundles.inspection",
     "medgen_core.bundles.zoo_index", "medgen_core.experiments",
     "medgen_core.bundles.overrides", "medgen_core.bundles.conformance", "medgen_core.bundles.generators", "medgen_core.augmentation",
     "medgen_core.provenance.signing", "medgen_core.provenance.trust", "medgen_core.cli",

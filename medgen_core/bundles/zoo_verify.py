@@ -36,6 +36,9 @@ network; the output's channels, dtype and evaluable spatial shape checked) and `
 The differences from the zoo are deliberate: no network access, nothing written into the bundle (the
 export goes to ``work_dir``), and paths reach MONAI's config parser as inert literals.
 
+This module holds the zoo's six steps and :func:`verify`; the pinned lists, step names and shared helpers are in
+:mod:`.zoo_rules`, MedGen's two checks in :mod:`.zoo_medgen_checks` (both re-exported here).
+
 Command line (what ``medgen bundle check`` runs in a subprocess; :mod:`medgen_core.bundles.zoo_ci`)::
 
     python -m medgen_core.bundles.zoo_ci monai_bundles/brain_tissue_genseg -m full [--json-out FILE]
@@ -45,12 +48,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from medgen_core.bundles.zoo_medgen_checks import TORCHSCRIPT_ATOL, verify_all_inputs, verify_torchscript_matches_eager
+from medgen_core.bundles.zoo_rules import (
+    FULL_STEPS, MEDGEN_CUSTOM_DATA, MEDGEN_STEPS, MIN_STEPS, PINNED_SCHEMAS, SCHEMA_DIR, STEPS, ZOO_COMMIT, ZOO_CUSTOM_DATA, ZOO_REPO,
+    ZooCheckError, ZooStep, bundle_metadata, bundle_name, bundle_on_sys_path, bundle_root_literal, declared_input_shape, default_device,
+    exclusion, inference_config, net_id, quiet_monai, weights_names,
+)
 
 __all__ = [
     "MEDGEN_CUSTOM_DATA",
@@ -62,168 +69,17 @@ __all__ = [
     "ZOO_COMMIT",
     "ZOO_CUSTOM_DATA",
     "ZooStep",
+    "ZOO_REPO",
+    "SCHEMA_DIR",
+    "TORCHSCRIPT_ATOL",
     "exclusion",
     "first_failure",
     "verify",
 ]
 
-ZOO_REPO = "Project-MONAI/model-zoo"
-ZOO_COMMIT = "dfae206df112837d817e78d3727c9f32b3b52e82"  # model-zoo dev, 2024-10-11: the ci/ rules pinned here
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-# schema file name (the last part of metadata["schema"]) -> sha256 of the pinned copy in SCHEMA_DIR.
-# meta_schema_20240725.json is the MONAI-extra-test-data 0.8.1 release asset, as republished byte for byte
-# at project-monai.github.io/schema/ (public/schema/ of Project-MONAI/project-monai.github.io).
-PINNED_SCHEMAS = {"meta_schema_20240725.json": "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678"}
 
-# ci/bundle_custom_data.py at ZOO_COMMIT (the lists verify_bundle.py reads)
-ZOO_CUSTOM_DATA: dict[str, tuple[str, ...]] = {
-    "exclude_verify_shape_list": (
-        "mednist_gan", "lung_nodule_ct_detection", "pathology_nuclei_segmentation_classification", "brats_mri_generative_diffusion",
-        "brats_mri_axial_slices_generative_diffusion", "maisi_ct_generative",
-    ),
-    "exclude_verify_preferred_files_list": ("pediatric_abdominal_ct_segmentation", "maisi_ct_generative"),
-    "exclude_verify_torchscript_list": (
-        "swin_unetr_btcv_segmentation", "renalStructures_UNEST_segmentation", "renalStructures_CECT_segmentation",
-        "wholeBrainSeg_Large_UNEST_segmentation", "breast_density_classification", "mednist_reg", "brats_mri_axial_slices_generative_diffusion",
-        "brats_mri_generative_diffusion", "vista3d", "maisi_ct_generative", "vista2d",
-    ),
-    "exclude_download_large_file_list": ("maisi_ct_generative",),
-}
-# MedGen's additions to those lists, with the reason a zoo pull request would give
-MEDGEN_CUSTOM_DATA: dict[str, dict[str, str]] = {
-    "exclude_verify_shape_list": {
-        "brain_slice_ddpm": "a diffusion UNet: DiffusionModelUNet.forward needs timesteps and class labels besides the image, and "
-                            "verify_net_in_out feeds one random image (the zoo lists its diffusion bundles for the same reason); "
-                            "MedGen's all_inputs_shape check feeds every declared input instead",
-    },
-    "exclude_verify_torchscript_list": {
-        "brain_slice_ddpm": "a diffusion UNet: torch.jit.script fails inside MONAI's DiffusionModelUNet (its attention block reshapes "
-                            "with a starred size), as for the zoo's brats_mri_*generative_diffusion and maisi_ct_generative",
-    },
-}
-
-MIN_STEPS = ("verify_bundle_directory", "verify_version_changes", "verify_metadata_format")
-FULL_STEPS = (*MIN_STEPS, "verify_bundle_properties", "verify_data_shape", "verify_torchscript")
-MEDGEN_STEPS = ("all_inputs_shape", "torchscript_matches_eager")
-STEPS = (*FULL_STEPS, *MEDGEN_STEPS)
-_EXCLUSION_LIST = {"verify_data_shape": "exclude_verify_shape_list", "verify_torchscript": "exclude_verify_torchscript_list"}
 _NECESSARY_FILES = ("configs/metadata.json", "LICENSE")
 _PREFERRED_WEIGHTS = "models/model.pt"
-TORCHSCRIPT_ATOL = 1e-5
-
-
-class ZooCheckError(Exception):
-    """A step's finding (the zoo raises ``ValueError``/``KeyError``/... at that point)."""
-
-
-@dataclass
-class ZooStep:
-    """One step's outcome: ``status`` is ``pass``, ``fail``, ``excluded`` (a custom-data list names the bundle)
-    or ``not_run``; ``message`` says what was checked or what is wrong."""
-
-    name: str
-    status: str
-    message: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.status in ("pass", "excluded")
-
-    @property
-    def is_zoo_step(self) -> bool:
-        return self.name in FULL_STEPS
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def bundle_name(bundle_root: str | Path) -> str:
-    """The zoo names a bundle by its folder (``models/<name>``), not by ``metadata["name"]``."""
-    return Path(bundle_root).absolute().name
-
-
-def exclusion(step: str, name: str) -> str | None:
-    """Why ``step`` is skipped for bundle ``name`` (its custom-data list names it), or None."""
-    key = _EXCLUSION_LIST.get(step)
-    if key is None:
-        return None
-    if name in ZOO_CUSTOM_DATA[key]:
-        return f"listed in the zoo's ci/bundle_custom_data.py {key}"
-    if name in MEDGEN_CUSTOM_DATA.get(key, {}):
-        return f"{key} (MedGen's entry for the zoo's ci/bundle_custom_data.py): {MEDGEN_CUSTOM_DATA[key][name]}"
-    return None
-
-
-def net_id(name: str) -> str:
-    """The config id of the network the zoo checks (``ci/verify_bundle.py::_get_net_id``)."""
-    return "autoencoder_def" if name in ("brats_mri_generative_diffusion", "brats_mri_axial_slices_generative_diffusion") else "network_def"
-
-
-def weights_names(name: str) -> tuple[str, str | None]:
-    """``(checkpoint, shipped TorchScript or None)`` under ``models/`` (``ci/verify_bundle.py::_get_weights_names``)."""
-    special = {"brats_mri_generative_diffusion": ("model_autoencoder.pt", "model_autoencoder.ts"),
-               "brats_mri_axial_slices_generative_diffusion": ("model_autoencoder.pt", None), "pediatric_abdominal_ct_segmentation": ("dynunet_FT.pt", None)}
-    return special.get(name, ("model.pt", "model.ts"))
-
-
-def find_bundle_file(folder: Path, stem: str) -> str | None:
-    """``stem.json|yaml|yml`` in ``folder``; when several exist the last of that order wins, as in the zoo."""
-    found = None
-    for suffix in ("json", "yaml", "yml"):
-        if (folder / f"{stem}.{suffix}").is_file():
-            found = f"{stem}.{suffix}"
-    return found
-
-
-def _metadata(root: Path) -> dict[str, Any]:
-    path = root / "configs" / "metadata.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ZooCheckError(f"configs/metadata.json cannot be read as JSON: {err}") from err
-    if not isinstance(meta, dict):
-        raise ZooCheckError("configs/metadata.json does not hold a JSON object")
-    return meta
-
-
-def _inference_config(root: Path) -> Path:
-    name = find_bundle_file(root / "configs", "inference")
-    if name is None:
-        raise ZooCheckError("configs/inference.json|yaml|yml is missing (the zoo checks the network of the inference config)")
-    return root / "configs" / name
-
-
-@contextlib.contextmanager
-def _bundle_on_sys_path(root: Path) -> Iterator[None]:
-    """The bundle folder first on ``sys.path`` while a step runs (the zoo: ``sys.path = [bundle] + sys.path``)."""
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(root))
-
-
-@contextlib.contextmanager
-def _quiet_monai() -> Iterator[None]:
-    """MONAI's bundle functions log every argument and file check at INFO; only warnings pass while a step runs."""
-    import logging
-
-    loggers = [logging.getLogger(n) for n in ("monai.apps", "monai.bundle.scripts", "monai.bundle")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _bundle_root_override(root: Path) -> Any:
-    from medgen_core.bundles.overrides import literal
-
-    return literal(str(root))
 
 
 # -- the zoo's steps ---------------------------------------------------------------------------------
@@ -264,7 +120,7 @@ def verify_bundle_directory(root: Path, mode: str) -> str:
         if not (root / rel).exists():
             raise ZooCheckError(f"necessary file {rel} is not existing.")
     if name not in ZOO_CUSTOM_DATA["exclude_verify_preferred_files_list"]:
-        _inference_config(root)
+        inference_config(root)
         if not (root / _PREFERRED_WEIGHTS).exists():
             raise ZooCheckError(f"necessary file {_PREFERRED_WEIGHTS} is not existing.")
     return "; ".join([*notes, "LICENSE, configs/metadata.json, models/model.pt and the inference config exist"])
@@ -272,7 +128,7 @@ def verify_bundle_directory(root: Path, mode: str) -> str:
 
 def verify_version_changes(root: Path, model_info: Path | None = None) -> str:
     """Step 2: ``version`` in ``changelog``; ``<name>_v<version>`` not yet published (when ``model_info`` is given)."""
-    name, meta = bundle_name(root), _metadata(root)
+    name, meta = bundle_name(root), bundle_metadata(root)
     for key in ("version", "changelog"):
         if key not in meta:
             raise ZooCheckError(f"'{key}' is missing in configs/metadata.json of bundle: {name}.")
@@ -310,7 +166,7 @@ def verify_metadata_format(root: Path) -> str:
     """Step 3: MONAI's ``verify_metadata`` against the pinned copy of the named schema."""
     from monai.bundle import verify_metadata
 
-    schema = pinned_schema(_metadata(root).get("schema"))
+    schema = pinned_schema(bundle_metadata(root).get("schema"))
     try:
         verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema), hash_val=PINNED_SCHEMAS[schema.name], hash_type="sha256")
     except ValueError as err:
@@ -324,7 +180,7 @@ ZOO_APP_PROPERTIES: dict[str, str] = {}
 
 def verify_bundle_properties(root: Path) -> str:
     """Step 4: properties of the inference workflow for each supported app that the zoo has a property file for."""
-    apps = _metadata(root).get("supported_apps")
+    apps = bundle_metadata(root).get("supported_apps")
     if not apps:
         return "no supported_apps: nothing to check (as in the zoo)"
     checked = [app for app in apps if app in ZOO_APP_PROPERTIES]
@@ -333,31 +189,18 @@ def verify_bundle_properties(root: Path) -> str:
     raise ZooCheckError(f"supported_apps {checked}: app property checks are not pinned in MedGen's copy of the zoo's rules")
 
 
-def _declared_input_shape(meta: dict[str, Any], n: int = 1, p: int = 1, any_size: int = 1) -> tuple[int, ...]:
-    from monai.bundle.scripts import _get_fake_spatial_shape
-
-    spec = meta["network_data_format"]["inputs"]["image"]
-    return (1, int(spec["num_channels"]), *_get_fake_spatial_shape(spec["spatial_shape"], p=p, n=n, any=any_size))
-
-
-def _default_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda:0" if torch.cuda.is_available() else "cpu")
-
-
 def verify_data_shape(root: Path, device: str | None = None, n: int | None = None, p: int | None = None) -> str:
     """Step 5: MONAI's ``verify_net_in_out`` with the zoo's defaults (``device``/``n``/``p`` only for other uses)."""
     from monai.bundle import verify_net_in_out
 
-    name, config = bundle_name(root), _inference_config(root)
-    meta = _metadata(root)
-    with _bundle_on_sys_path(root):
+    name, config = bundle_name(root), inference_config(root)
+    meta = bundle_metadata(root)
+    with bundle_on_sys_path(root):
         verify_net_in_out(net_id=net_id(name), meta_file=str(root / "configs" / "metadata.json"), config_file=str(config),
-                          bundle_root=_bundle_root_override(root), device=device, n=n, p=p)
-    shape = _declared_input_shape(meta, n=n or 1, p=p or 1)
+                          bundle_root=bundle_root_literal(root), device=device, n=n, p=p)
+    shape = declared_input_shape(meta, n=n or 1, p=p or 1)
     pred = meta["network_data_format"]["outputs"]["pred"]
-    return f"{net_id(name)} took a random {meta['network_data_format']['inputs']['image']['dtype']} input {shape} on {_default_device(device)} " \
+    return f"{net_id(name)} took a random {meta['network_data_format']['inputs']['image']['dtype']} input {shape} on {default_device(device)} " \
            f"and returned {pred['num_channels']} channel(s) of {pred['dtype']}"
 
 
@@ -366,110 +209,17 @@ def verify_torchscript(root: Path, work_dir: Path) -> str:
     import torch
     from monai.bundle import ckpt_export
 
-    name, config = bundle_name(root), _inference_config(root)
+    name, config = bundle_name(root), inference_config(root)
     model_name, ts_name = weights_names(name)
     out = Path(work_dir) / "verify_model.ts"
-    with _bundle_on_sys_path(root):
+    with bundle_on_sys_path(root):
         ckpt_export(net_id=net_id(name), filepath=str(out), ckpt_file=str(root / "models" / model_name),
-                    meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), bundle_root=_bundle_root_override(root))
+                    meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), bundle_root=bundle_root_literal(root))
     message = f"models/{model_name} exported with torch.jit.script"
     if ts_name is not None and (root / "models" / ts_name).exists():
         torch.jit.load(str(root / "models" / ts_name), map_location="cpu")
         message += f"; the shipped models/{ts_name} loads"
     return message
-
-
-# -- MedGen's own checks -------------------------------------------------------------------------------
-def _parsed_network(root: Path, device: str, weights: bool) -> Any:
-    from medgen_core.bundles.bundle_config import open_bundle_config
-    from medgen_core.bundles.weights import load_state_dict_safely
-
-    name = bundle_name(root)
-    # trust: like the zoo's own steps above, these checks run whatever bundle they are pointed at
-    parser = open_bundle_config(root, _inference_config(root), trust=True)
-    net = parser.get_parsed_content(net_id(name))
-    if weights:
-        net.load_state_dict(load_state_dict_safely(root / "models" / weights_names(name)[0]), strict=True)
-    return net.to(device).eval()
-
-
-def _fake_input(spec: dict[str, Any], device: str, n: int = 1) -> Any:
-    """A random tensor for one declared input: ``(1, C, *spatial)``; ``(1,)`` for a one-value-per-item input
-    (one channel, spatial shape ``[1]``, e.g. diffusion timesteps); integers drawn from ``value_range``."""
-    import torch
-    from monai.bundle.scripts import _get_fake_spatial_shape
-    from monai.utils import get_equivalent_dtype
-
-    dtype = get_equivalent_dtype(spec.get("dtype", "float32"), torch.Tensor)
-    spatial = _get_fake_spatial_shape(spec["spatial_shape"], n=n, p=1, any=1)
-    shape = (1,) if int(spec["num_channels"]) == 1 and list(spatial) == [1] else (1, int(spec["num_channels"]), *spatial)
-    if dtype.is_floating_point:
-        return torch.rand(shape, dtype=dtype, device=device)
-    value_range = list(spec.get("value_range") or [])
-    lo, hi = value_range[:2] if len(value_range) >= 2 else (0, 1)
-    return torch.randint(int(lo), int(hi) + 1, shape, dtype=dtype, device=device)
-
-
-def verify_all_inputs(root: Path, device: str | None = None) -> str:
-    """MedGen's check: every declared input (tensors at ``n = 1``, primitives as declared) fed by name, the
-    image first; the ``pred`` output's channels, dtype and, where the declared shape evaluates, spatial size."""
-    import torch
-    from monai.bundle.scripts import _get_fake_spatial_shape
-    from monai.utils import get_equivalent_dtype
-
-    dev = _default_device(device)
-    fmt = _metadata(root).get("network_data_format") or {}
-    inputs, pred = fmt.get("inputs") or {}, (fmt.get("outputs") or {}).get("pred")
-    if not isinstance(inputs.get("image"), dict) or not isinstance(pred, dict):
-        raise ZooCheckError("network_data_format needs a tensor input 'image' and output 'pred'")
-    args = {k: (_fake_input(v, dev) if isinstance(v, dict) else v) for k, v in inputs.items()}
-    image = args.pop("image")
-    with _bundle_on_sys_path(root), torch.no_grad():
-        out = _parsed_network(root, dev, weights=False)(image, **args)
-    if not isinstance(out, torch.Tensor):
-        raise ZooCheckError(f"the network returned {type(out).__name__}, not a tensor")
-    problems = []
-    if out.shape[1] != int(pred["num_channels"]):
-        problems.append(f"output channels {out.shape[1]} != declared {pred['num_channels']}")
-    if out.dtype != get_equivalent_dtype(pred["dtype"], torch.Tensor):
-        problems.append(f"output dtype {out.dtype} != declared {pred['dtype']}")
-    try:
-        want = tuple(_get_fake_spatial_shape(pred["spatial_shape"], n=1, p=1, any=-1))
-    except ValueError:  # names other than n and p (e.g. "scale*h"): not evaluable
-        want = None
-    if want is not None and len(want) == out.dim() - 2 and any(w != -1 and w != s for w, s in zip(want, out.shape[2:])):
-        problems.append(f"output spatial shape {tuple(out.shape[2:])} != declared {pred['spatial_shape']} at n=1")
-    fed = ", ".join(f"{k} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"{k}={v!r}" for k, v in {"image": image, **args}.items())
-    if problems:
-        raise ZooCheckError(f"fed {fed}: " + "; ".join(problems))
-    return f"fed {fed} on {dev}: output {tuple(out.shape)} {out.dtype}"
-
-
-def verify_torchscript_matches_eager(root: Path, work_dir: Path, device: str | None = None) -> str:
-    """MedGen's check: the exported module (``verify_torchscript``'s file, exported here if absent) equals the
-    eager network with the trained weights on random inputs of the declared shape at ``n = p = 1`` and ``2``."""
-    import torch
-
-    ts_path = Path(work_dir) / "verify_model.ts"
-    if not ts_path.is_file():
-        verify_torchscript(root, work_dir)
-    dev = _default_device(device)
-    meta = _metadata(root)
-    with _bundle_on_sys_path(root):
-        eager = _parsed_network(root, dev, weights=True)
-    scripted = torch.jit.load(str(ts_path), map_location=dev).eval()
-    diffs = []
-    for shape in dict.fromkeys(_declared_input_shape(meta, n=k, p=k, any_size=8 * k) for k in (1, 2)):  # distinct shapes
-        x = torch.rand(shape, generator=torch.Generator().manual_seed(len(diffs))).to(dev)
-        with torch.no_grad():
-            want, got = eager(x), scripted(x)
-        if want.shape != got.shape:
-            raise ZooCheckError(f"TorchScript output shape {tuple(got.shape)} differs from eager {tuple(want.shape)} for input {shape}")
-        diffs.append((shape, float((want - got).abs().max())))
-    text = ", ".join(f"{d:.2g} at {s}" for s, d in diffs)
-    if max(d for _, d in diffs) > TORCHSCRIPT_ATOL:
-        raise ZooCheckError(f"TorchScript output differs from the eager network by more than {TORCHSCRIPT_ATOL:g}: {text}")
-    return f"max |scripted - eager| {text}"
 
 
 # -- running the steps ---------------------------------------------------------------------------------
@@ -510,7 +260,7 @@ def verify(bundle_root: str | Path, mode: str = "full", steps: tuple[str, ...] |
             "verify_data_shape": lambda: verify_data_shape(root, device),
             "verify_torchscript": lambda: verify_torchscript(root, work),
             "all_inputs_shape": lambda: verify_all_inputs(root, device),
-            "torchscript_matches_eager": lambda: verify_torchscript_matches_eager(root, work, device),
+            "torchscript_matches_eager": lambda: verify_torchscript_matches_eager(root, work, verify_torchscript, device),
         }
         results = []
         for step in names:
@@ -519,7 +269,7 @@ def verify(bundle_root: str | Path, mode: str = "full", steps: tuple[str, ...] |
                 results.append(ZooStep(step, "excluded", reason))
                 continue
             try:
-                with _quiet_monai():
+                with quiet_monai():
                     results.append(ZooStep(step, "pass", runners[step]()))
             except Exception as err:  # any failure is the step's finding, reported as one line
                 results.append(ZooStep(step, "fail", _one_line(err)))
