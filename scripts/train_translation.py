@@ -41,7 +41,7 @@ BUNDLES = {
 }
 # Epochs (constant lr, then linear decay) of the shipped weights on the default sample data. The paper
 # uses 100 + 100; these are cut to what 2 CPU cores manage (see the bundles' docs/README.md).
-SCHEDULES = {"pix2pix": (20, 20), "cyclegan": (5, 5)}
+SCHEDULES = {"pix2pix": (15, 15), "cyclegan": (5, 5)}
 HELDOUT = (80, 100)
 
 
@@ -90,7 +90,7 @@ def use_random_labels(parser) -> None:
 
 
 def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | None, dataset_dir: str | None, device: str | None,
-          random_labels: bool = False, init_from: Path | None = None) -> tuple[Path, float, int]:
+          random_labels: bool = False, init_from: Path | None = None, lr: float | None = None) -> tuple[Path, float, int]:
     """Run ``train.json`` (MONAI's GanTrainer); returns ``(output folder, seconds, iterations done in this call)``."""
     bundle = BUNDLES[name]["dir"]
     out = runs_dir / name
@@ -99,7 +99,7 @@ def train(name: str, runs_dir: Path, epochs: tuple[int, int], samples: int | Non
         print(f"{name}: generator initialised from {init_from}", flush=True)
     parser = training_parser(bundle, out, device, epochs=epochs[0], epochs_decay=epochs[1], samples_per_epoch=samples,
                              dataset_dir=str(Path(dataset_dir).resolve()) if dataset_dir else None,
-                             init_from=str(init_from) if init_from is not None else None)
+                             init_from=str(init_from) if init_from is not None else None, lr=lr)
     if random_labels:
         use_random_labels(parser)
     t0 = time.time()
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-install", action="store_true", help="do not copy weights into the bundle")
     ap.add_argument("--labels", choices=("random", "fixed"), default="random",
                     help="Pix2Pix on the MNI sample data: label-map randomisation (default) or train.json's fixed argmax labels")
+    ap.add_argument("--lr", type=float, default=None, help="initial learning rate of both networks (default: train.json's 2e-4)")
     ap.add_argument("--init-from", type=Path, default=None, help="Pix2Pix: start the generator from this state dict (e.g. earlier weights)")
     args = ap.parse_args(argv)
     if args.init_from is not None and not args.init_from.is_file():
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs = SCHEDULES[name] if args.epochs is None else (math.ceil(args.epochs / 2), args.epochs // 2)
         random_labels = name == "pix2pix" and args.labels == "random" and not args.datalist
         out, seconds, iterations = train(name, args.runs_dir or bundle / "runs", epochs, args.samples, args.datalist, args.device,
-                                         random_labels=random_labels, init_from=args.init_from if name == "pix2pix" else None)
+                                         random_labels=random_labels, init_from=args.init_from if name == "pix2pix" else None, lr=args.lr)
         rate = seconds / max(iterations, 1)
         print(f"{name}: {iterations} iterations in {seconds:.0f} s ({rate:.2f} s/iteration) -> {out}", flush=True)
         if not args.no_install:
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "pix2pix":
                 note["labels"] = "label-map randomisation (medgen_core.transforms.label_randomisation)" if random_labels else "fixed argmax labels"
                 note["init_from"] = args.init_from.name if args.init_from else None
+            if args.lr is not None:
+                note["lr"] = args.lr
             install(name, out, trained=full, note=note)
     return 0
 

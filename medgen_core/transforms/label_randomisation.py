@@ -22,7 +22,7 @@ construction only). The chain :func:`label_randomisation` returns ``image`` = on
 4. :class:`RandMergeTissueClassd`: a missing class (e.g. CSF labelled grey matter, or background).
 
 The default ranges leave gaps so that held-out evaluations can use settings that training never drew
-(see :mod:`medgen_core.data.tissue_label_constructions`): thresholds avoid [0.30, 0.40], smoothing
+(see :mod:`medgen_core.data.tissue_label_constructions`): thresholds avoid (0.30, 0.40), smoothing
 sigmas avoid (1.0, 2.0), radii are 1 and 3 (never 2), and the intensity construction always smooths
 the image first (sigma >= 0.5), so a clustering of the raw image is never reproduced exactly.
 """
@@ -113,13 +113,13 @@ class RandTissueLabelsd(Randomizable, MapTransform):
         keys: KeysCollection = "probs",
         label_key: str = "label",
         target_key: str = "target",
-        construction_weights: Sequence[float] = (0.35, 0.35, 0.3),
-        log_weight: float = 0.5,
-        threshold_ranges: _Ranges = ((0.15, 0.30), (0.40, 0.75)),
+        construction_weights: Sequence[float] = (0.4, 0.35, 0.25),
+        log_weight: float = 0.3,
+        threshold_ranges: _Ranges = ((0.20, 0.30), (0.40, 0.55)),
         smooth_prob: float = 0.3,
         smooth_sigma_ranges: _Ranges = ((0.3, 1.0), (2.0, 2.5)),
         intensity_sigma_range: tuple[float, float] = (0.5, 1.5),
-        intensity_threshold_ranges: _Ranges = ((0.52, 0.68), (0.74, 0.88)),
+        intensity_threshold_ranges: _Ranges = ((0.55, 0.65), (0.76, 0.86)),
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -273,15 +273,15 @@ def label_randomisation(
     probs_key: str = "probs",
     target_key: str = "target",
     image_key: str = "image",
-    elastic_prob: float = 0.7,
+    elastic_prob: float = 0.3,
     elastic_spacing: float = 24.0,
-    elastic_magnitude: tuple[float, float] = (0.0, 3.0),
-    rotate: float = 0.1,
-    scale: float = 0.08,
-    translate: float = 6.0,
+    elastic_magnitude: tuple[float, float] = (0.0, 2.0),
+    rotate: float = 0.05,
+    scale: float = 0.04,
+    translate: float = 3.0,
     flip_prob: float = 0.5,
-    morphology_prob: float = 0.5,
-    merge_prob: float = 0.1,
+    morphology_prob: float = 0.4,
+    merge_prob: float = 0.05,
     keep: Sequence[str] = (),
     **label_kwargs: Any,
 ) -> Compose:
