@@ -143,5 +143,5 @@ CASES: list[Case] = [
     _case("bundle_run_unknown_bundle", "bundle run of a bundle that does not exist", ["bundle", "run", "no_such_bundle", SCAN, OUT],
           error("no_such_bundle", "no bundle")),
     # top level
-    _case("unknown_command", "a sub-command medgen does not have", ["frobnicate"], error("frobnicate", "choice"), with_scan=False),
+    _case("unknown_command", "a sub-command medgen does not have", ["frobnicate"], usage_error("frobnicate", "choice"), with_scan=False),
 ]
