@@ -276,6 +276,24 @@ def test_deformation_never_folds(source) -> None:
     assert worst > 0.2  # scaling >= 0.8 per axis: undeformed |det| >= 0.64
 
 
+def test_zoom_range_shows_the_anatomy_at_coarser_voxels_and_leaves_other_draws_unchanged(source) -> None:
+    """``zoom_range`` multiplies the scaling by one log-uniform factor drawn after everything else: the same seed gives
+    the same rotation, shear and elastic field, the scale grows by the factor, and a 2x zoom shows twice the extent."""
+    plane = {"tissue": source.tissue[:, :, :, 60]}
+    plain = RandSpatialDeformd(("tissue",), (64, 64)).set_random_state(seed=5)
+    zoomed = RandSpatialDeformd(("tissue",), (64, 64), zoom_range=(2.0, 2.0)).set_random_state(seed=5)
+    a, b = plain(plane)["params"]["deform"], zoomed(plane)["params"]["deform"]
+    assert a["rotation_deg"] == b["rotation_deg"] and a["shear"] == b["shear"]
+    assert np.allclose(np.asarray(b["scale"]), 2.0 * np.asarray(a["scale"]))
+    extent = lambda t: float(t.last_coordinates[0].max() - t.last_coordinates[0].min())  # noqa: E731
+    assert 1.8 < extent(zoomed) / extent(plain) < 2.2
+    ranged = RandSpatialDeformd(("tissue",), (64, 64), scale_range=0.0, elastic_std=0.0, zoom_range=(0.8, 2.5)).set_random_state(seed=1)
+    scales = [ranged(plane)["params"]["deform"]["scale"][0] for _ in range(40)]
+    assert 0.8 <= min(scales) < 1.1 and 2.0 < max(scales) <= 2.5
+    with pytest.raises(ValueError, match="zoom_range"):
+        RandSpatialDeformd(("tissue",), (64, 64), zoom_range=(2.0, 1.0))
+
+
 def test_patches_3d_and_the_held_out_slab_is_never_read(source) -> None:
     """A copy of the source whose held-out slab is NaN: no draw of any plane or 3D patch may see a NaN."""
     lo, hi = source.excluded_z

@@ -94,6 +94,8 @@ class RandSpatialDeformd(Randomizable, MapTransform):
     scaling (x a mirror of output axis ``flip_axis`` with ``flip_prob``), ``disp`` an elastic field
     (:func:`smooth_random_field`) in source voxels, ``u`` the output index and ``c_out`` its centre.
     Linear interpolation, zeros outside the source (only the needed box of a large source is read).
+    ``zoom_range`` (optional): one more isotropic factor, log-uniform in ``(low, high)``, source voxels per output
+    voxel (2 = the anatomy at 2 mm voxels from the 1 mm source, as a coarser scan sees it).
 
     ``d["centre"]`` (source index coordinates) overrides the default centre (the source's centre);
     ``d["flip_axis"]`` (None = no flip) overrides ``flip_axis``. Records ``params["deform"]``;
@@ -102,13 +104,17 @@ class RandSpatialDeformd(Randomizable, MapTransform):
 
     def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], scale_range: float = 0.2, rotate_deg: float = 15.0,
                  shear_range: float = 0.012, translate_range: float = 0.0, elastic_std: float = 4.0,
-                 elastic_spacing: float = 25.0, flip_prob: float = 0.5, flip_axis: int | None = 0) -> None:
+                 elastic_spacing: float = 25.0, flip_prob: float = 0.5, flip_axis: int | None = 0,
+                 zoom_range: tuple[float, float] | None = None) -> None:
         MapTransform.__init__(self, keys)
         self.spatial_size = tuple(int(n) for n in spatial_size)
         if len(self.spatial_size) not in (2, 3) or min(self.spatial_size) < 2:
             raise ValueError(f"RandSpatialDeformd: spatial_size must be 2 or 3 sizes >= 2, got {spatial_size}.")
         self.scale_range, self.rotate_deg, self.shear_range, self.translate_range = scale_range, rotate_deg, shear_range, translate_range
         self.elastic_std, self.elastic_spacing, self.flip_prob, self.flip_axis = elastic_std, elastic_spacing, flip_prob, flip_axis
+        if zoom_range is not None and not 0 < float(zoom_range[0]) <= float(zoom_range[1]):
+            raise ValueError(f"RandSpatialDeformd: zoom_range must be (low, high) with 0 < low <= high, got {zoom_range}.")
+        self.zoom_range = None if zoom_range is None else (float(zoom_range[0]), float(zoom_range[1]))
         self.last_coordinates: torch.Tensor | None = None
 
     def randomize(self, data: Any = None) -> None:
@@ -120,6 +126,8 @@ class RandSpatialDeformd(Randomizable, MapTransform):
         self._flip = bool(self.R.rand() < self.flip_prob)
         self._elastic = float(self.R.uniform(0.0, self.elastic_std))
         self._disp = smooth_random_field(self.R, self.spatial_size, self.elastic_spacing, self._elastic, channels=nd)
+        if self.zoom_range is not None:  # drawn last, so that draws without it are unchanged
+            self._scale = self._scale * float(np.exp(self.R.uniform(*np.log(self.zoom_range))))
 
     def coordinates(self, source_shape: Sequence[int], centre: Sequence[float] | None, flip_axis: int | None) -> torch.Tensor:
         """Source index coordinates ``(dims, *spatial_size)`` of the current draw."""
