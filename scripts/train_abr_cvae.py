@@ -31,8 +31,11 @@ FILES = {"joint": "models/model.pt", "legacy": "models/model_legacy.pt"}
 
 
 def _epochs(out: Path) -> int:
-    ckpt = out / "checkpoint.pt"
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) if ckpt.exists() else 0
+    """Epochs done so far: the newest ``checkpoint_epoch=N.pt`` (0 without one)."""
+    from medgen_core.training.engines import checkpoint_files
+
+    files = checkpoint_files(out)
+    return files[-1][0] if files else 0
 
 
 def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> tuple[Path, float, int, int, dict]:
@@ -44,7 +47,8 @@ def train(mode: str, runs_dir: Path, epochs: int | None, device: str | None) -> 
     parser = training_parser(BUNDLE, out, device, mode=mode, epochs=epochs)
     start = _epochs(out)
     t0 = time.time()
-    model_path = Path(parser.get_parsed_content("trainer").run())
+    parser.get_parsed_content("run")  # MONAI's SupervisedTrainer (train#trainer), then the sampling model fit and model.pt
+    model_path = out / "model.pt"
     settings = {k: parser.get_parsed_content(k) for k in ("num_train", "num_val", "batch_size", "seed")}
     settings.update({k: parser.get_parsed_content(f"train_config#{k}") for k in ("lr", "max_beta", "warmup_epochs", "prior_components")})
     return model_path, time.time() - t0, _epochs(out) - start, _epochs(out), settings

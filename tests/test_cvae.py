@@ -20,7 +20,9 @@ from medgen_core.inference.cvae_sampling import sample_joint, sample_legacy, sta
 from medgen_core.losses.cvae import BetaWarmup, CVAELossWeights, cvae_loss, kl_divergence, masked_mse
 from medgen_core.networks.cvae import SignalCVAE
 from medgen_core.provenance import read_provenance, verify_provenance
-from medgen_core.training.cvae import CVAETrainer, CVAETrainingConfig
+from medgen_core.training.cvae import CVAEBatches, CVAETrainingConfig, train_cvae
+from medgen_core.training.engines import checkpoint_files, load_checkpoint
+from train_testing import log_rows
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "monai_bundles" / "abr_joint_cvae"
@@ -180,26 +182,29 @@ def test_joint_and_legacy_modes() -> None:
 
 
 # -- training ---------------------------------------------------------------------------------------
-def test_trainer_resumes_from_checkpoint(data: ABRDataset, tmp_path: Path) -> None:
+def test_training_validates_each_epoch_and_resumes(data: ABRDataset, tmp_path: Path) -> None:
     cfg = CVAETrainingConfig(epochs=1, batch_size=32, checkpoint_every=1, warmup_epochs=2, max_beta=0.01)
-    first = CVAETrainer(tiny_net(), data, cfg, tmp_path, val_data=data.subset(slice(0, 16)))
-    first.run()
-    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "loss_curve.png").is_file()
-    weights_after_one = {k: v.detach().clone() for k, v in first.net.named_parameters()}
+    first = tiny_net()
+    train_cvae(first, data, cfg, tmp_path, val_data=data.subset(slice(0, 16)))
+    assert [n for n, _ in checkpoint_files(tmp_path)] == [1] and (tmp_path / "loss_curve.png").is_file()
+    weights_after_one = {k: v.detach().clone() for k, v in load_checkpoint(tmp_path / "checkpoint_epoch=1.pt")["network"].items()}
     cfg2 = CVAETrainingConfig(epochs=2, batch_size=32, checkpoint_every=1, warmup_epochs=2, max_beta=0.01)
-    second = CVAETrainer(tiny_net(), data, cfg2, tmp_path)
-    assert second.resume() and second.epoch == 1
-    resumed = dict(second.net.named_parameters())
-    assert all(torch.equal(resumed[k], v) for k, v in weights_after_one.items())
-    second.run(resume=False)
-    with (tmp_path / "train_log.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert float(rows[1]["beta"]) == pytest.approx(0.01) and float(rows[0]["beta"]) == pytest.approx(0.005)
-    assert float(second.net.signal_noise_spectrum.sum()) > 0  # observation model fitted
-    assert float(second.net.prior_weights.sum()) == pytest.approx(1.0) and int((second.net.prior_weights > 0).sum()) >= 1
-    with pytest.raises(ValueError, match="joint_generation=True"):
-        CVAETrainer(tiny_net(joint=False), data, cfg2, tmp_path).resume()
+    second = tiny_net()
+    steps = len(CVAEBatches(second, data, 32))
+    train_cvae(second, data, cfg2, tmp_path, val_data=data.subset(slice(0, 16)))  # resumes after epoch 1
+    assert load_checkpoint(tmp_path / "checkpoint_epoch=2.pt")["trainer"]["iteration"] == 2 * steps
+    logged = log_rows(tmp_path / "train_log.csv")
+    assert [s for s, _ in logged["loss"]] == list(range(1, 2 * steps + 1))  # one row per iteration, continued after the resume
+    assert [s for s, _ in logged["val_loss"]] == [steps, 2 * steps] and all(np.isfinite(v) for _, v in logged["val_loss"])
+    betas = dict(logged["beta"])  # linear warm-up over 2 epochs, per fractional epoch: 0 at the start, 0.005 half-way, 0.01 from epoch 2
+    assert betas[1] == pytest.approx(0.0) and betas[steps + 1] == pytest.approx(0.005)
+    assert any(not torch.equal(v, second.state_dict()[k]) for k, v in weights_after_one.items())  # epoch 2 trained on top of epoch 1
+    assert float(second.signal_noise_spectrum.sum()) > 0  # observation model fitted
+    assert float(second.prior_weights.sum()) == pytest.approx(1.0) and int((second.prior_weights > 0).sum()) >= 1
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert torch.equal(state["signal_noise_spectrum"], second.signal_noise_spectrum.cpu())
+    with pytest.raises(ValueError, match="the network expects"):
+        train_cvae(SignalCVAE(signal_length=96, latent_dim=4, hidden=16), data, cfg, tmp_path / "other")
 
 
 # -- sampling and outputs ---------------------------------------------------------------------------
@@ -324,7 +329,7 @@ def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path)
         "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
         "--meta_file", "configs/metadata.json", "--bundle_root", ".", "--epochs", "1", "--num_train", "64", "--num_val", "16",
         "--network_def#latent_dim", "4", "--network_def#hidden", "16", "--batch_size", "16", "--train_config#prior_components", "2",
-        "--output_dir", str(out),
+        "--train_config#checkpoint_every", "1", "--log_every", "1", "--output_dir", str(out),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
@@ -335,5 +340,5 @@ def test_multi_gpu_train_config_under_torchrun_two_cpu_processes(tmp_path: Path)
     shards = json.loads((out / "data_shards.json").read_text())
     rank0, rank1 = set(shards["shards"]["0"]), set(shards["shards"]["1"])
     assert shards["world_size"] == 2 and len(rank0) == len(rank1) == 32 and not rank0 & rank1
-    with (out / "train_log.csv").open() as f:  # rank 0 alone writes
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1]
+    logged = log_rows(out / "train_log.csv")  # rank 0 alone writes
+    assert [s for s, _ in logged["loss"]] == [1, 2] and [s for s, _ in logged["val_loss"]] == [2]

@@ -115,7 +115,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medgen_core.networks.cvae import SignalCVAE
     from medgen_core.provenance import sha256_file
-    from medgen_core.training.cvae import CVAETrainer, CVAETrainingConfig
+    from medgen_core.training.cvae import CVAETrainingConfig, train_cvae
 
     check_device(args.device)
     args.device = resolve_device(args.device)
@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     config = CVAETrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_beta=args.max_beta, warmup_epochs=args.warmup_epochs,
                                 static_weight=args.static_weight, peak_weight=args.peak_weight, seed=args.seed)
     try:
-        model_path = CVAETrainer(net, train, config, args.out, val_data=val, device=args.device).run(resume=not args.no_resume)
+        model_path = train_cvae(net, train, config, args.out, val_data=val, device=args.device, resume=not args.no_resume)
     except ValueError as err:
         raise SignalDataError(f"{args.out}: {err}") from err
     (args.out / "model_config.json").write_text(json.dumps(net.hyperparameters(), indent=2) + "\n", encoding="utf-8")

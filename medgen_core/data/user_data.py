@@ -11,7 +11,7 @@ relative to the list; ``#`` starts a comment) or a ``.json`` list of paths. The 
 * two unpaired domains (CycleGAN): ``DIR/A/*.nii.gz`` and ``DIR/B/*.nii.gz`` (:func:`volume_files` with ``subfolder``).
 
 :func:`position_slices` turns one-domain volumes into the 2 mm axial slices with a slice-position class that the
-slice generators (DDPM, autoencoder) train on.
+slice generators (DDPM, autoencoder) train on. The ABR CVAE reads signal records instead (:func:`abr_records`).
 
 Every problem (a missing or empty folder, no NIfTI file, a file that is not a readable NIfTI, a name without its
 partner) raises :class:`~medgen_core.errors.TrainingDataError` with one line naming the path, what is wrong and
@@ -27,7 +27,7 @@ from typing import Any
 
 from medgen_core.errors import TrainingDataError
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti", "paired_files", "position_slices", "volume_files"]
+__all__ = ["NIFTI_SUFFIXES", "abr_records", "is_nifti", "paired_files", "position_slices", "volume_files"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -193,3 +193,33 @@ def position_slices(files: Sequence[str | Path], size: int = 128, n_classes: int
         raise TrainingDataError("no training volumes given; expected at least one NIfTI volume.")
     return (torch.from_numpy(np.ascontiguousarray(np.concatenate(images), dtype=np.float32))[:, None],
             torch.from_numpy(np.concatenate(classes).astype(np.int64)))
+
+
+def abr_records(source: str | Path, val_fraction: float = 0.1) -> tuple[Any, Any]:
+    """``(train, val)`` ABR record sets (:class:`~medgen_core.data.abr_dataset.ABRDataset`) from ``source``: a folder with
+    ``train.npz`` or ``train.csv`` and optionally ``val.npz`` / ``val.csv`` (the format of ``medgen cvae simulate``), or
+    one such file. Without a validation file the last ``val_fraction`` of the records (at least one) is held out."""
+    from medgen_core.data.abr_dataset import load_abr_dataset
+
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise TrainingDataError(f"{root}: no such folder or file; expected ABR records (train.npz or train.csv, as `medgen cvae simulate` writes).")
+
+    def find(stem: str) -> Path | None:
+        found = [root / f"{stem}{ext}" for ext in (".npz", ".csv") if (root / f"{stem}{ext}").is_file()]
+        return found[0] if found else None
+
+    train_file, val_file = (root, None) if root.is_file() else (find("train"), find("val"))
+    if train_file is None:
+        entries = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+        raise TrainingDataError(f"{root}: no train.npz or train.csv in this folder (found {', '.join(entries[:4]) or 'nothing'}); "
+                                "expected ABR records as `medgen cvae simulate` writes them.")
+    train = load_abr_dataset(train_file)
+    if val_file is not None:
+        return train, load_abr_dataset(val_file)
+    import numpy as np
+
+    if len(train) < 2:
+        raise TrainingDataError(f"{train_file}: {len(train)} record; expected at least 2 (one is held out for validation) or a val file.")
+    k = max(int(round(len(train) * val_fraction)), 1)
+    return train.subset(np.arange(len(train) - k)), train.subset(np.arange(len(train) - k, len(train)))

@@ -8,34 +8,39 @@ model (residual spectrum of the signal, residual sd of static parameters and pea
 set's posterior means) is fitted, so samples carry realistic noise, and so is the latent sampling prior
 (a Gaussian mixture on the training set's aggregate posterior, :func:`fit_latent_prior`).
 
-Outputs in ``output_dir``: ``model.pt`` (``state_dict``, CPU tensors), ``checkpoint.pt`` (resumable:
-network, optimiser, epoch; read with ``weights_only=True``), ``train_log.csv`` (epoch, loss terms, beta,
-validation loss) and ``loss_curve.png``. Under ``torchrun`` the network is DDP-wrapped, each rank trains
-on its own shard of records (``data_shards.json``), logged losses are averaged over ranks and rank 0
-alone writes, as in the other MedGen trainers.
+The engine is MONAI's :class:`~monai.engines.SupervisedTrainer` with :class:`CVAEIteration` (the bundle's
+``configs/train.json``, or :func:`train_cvae` for Python callers such as ``medgen cvae train``), the shared handlers of
+:mod:`medgen_core.training.engines` (cosine learning rate to 5% per iteration, checkpoints and resume, logs, loss curve)
+and a MONAI :class:`~monai.engines.SupervisedEvaluator` (:class:`CVAEValidation`, run by ``ValidationHandler`` after
+every epoch: ``val_loss`` with the posterior mean and the epoch's beta). The sampling model is fitted when the engine
+completes, just before ``model.pt`` is written (:func:`sampling_model_fit`).
+
+Outputs in ``output_dir``: ``model.pt`` (``state_dict``, CPU tensors), ``checkpoint_epoch=N.pt`` (resumable, read with
+``weights_only=True``), ``train_log.csv`` (``step,tag,value``: loss terms, beta and lr per iteration, ``val_loss`` per
+epoch at its last iteration) and ``loss_curve.png``. Under ``torchrun`` the network is DDP-wrapped, each rank trains on
+its own shard of records (``data_shards.json``) and rank 0 alone writes.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-from tqdm import tqdm
 
 from medgen_core.data.abr_dataset import ABRDataset
 from medgen_core.losses.cvae import BetaWarmup, CVAELossWeights, cvae_loss
 from medgen_core.networks.cvae import SignalCVAE
-from medgen_core.training.base import CSVLogger, atomic_torch_save, load_checkpoint, plot_curves
-from medgen_core.training.distributed import mean_over_ranks, resolve_distributed, shard_indices, wrap_ddp
+from medgen_core.training.base import unwrap
+from medgen_core.training.distributed import rank_and_world_size, shard_indices
+from medgen_core.training.engines import RandomBatches, WarmupCosineSchedule, mean_of, standard_handlers
 
-__all__ = ["CVAETrainer", "CVAETrainingConfig", "fit_latent_prior", "fit_observation_model", "normalized_tensors"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CVAEBatches", "CVAEIteration", "CVAETrainingConfig", "CVAEValidation", "TrainingForward", "fit_latent_prior", "fit_observation_model",
+           "normalized_tensors", "prepare_cvae", "sampling_model_fit", "train_cvae"]
 _TERMS = ("loss", "signal_mse", "static_mse", "kl", "peak_mse", "presence_bce")
 
 
@@ -151,9 +156,9 @@ def fit_latent_prior(network: SignalCVAE, data: ABRDataset, components: int = 10
     network.train(was_training)
 
 
-class _TrainingForward(nn.Module):
+class TrainingForward(nn.Module):
     """``(signal_n (B, L), static_n (B, S)) -> (signal, static, peak values, presence logits, mu, logvar)`` with a
-    posterior sample: the one forward per update that DDP wraps."""
+    posterior sample: the one forward per update that DDP wraps; ``net`` is the :class:`SignalCVAE`."""
 
     def __init__(self, net: SignalCVAE) -> None:
         super().__init__()
@@ -164,155 +169,149 @@ class _TrainingForward(nn.Module):
         return (*self.net.decode(self.net.reparameterize(mu, logvar), static_n), mu, logvar)
 
 
-class CVAETrainer:
-    """Trains a :class:`SignalCVAE` and writes model, checkpoint, CSV log and loss-curve PNG to ``output_dir``.
+def prepare_cvae(network: SignalCVAE, train_data: ABRDataset) -> SignalCVAE:
+    """Check that ``train_data`` fits ``network``, fit its normalisation buffers on it, and freeze the part the mode does
+    not use (legacy: static head; joint: condition projection), so every trainable parameter gets a gradient (DDP)."""
+    if not isinstance(network, SignalCVAE):
+        raise TypeError(f"prepare_cvae: network must be a SignalCVAE, got {type(network).__name__}")
+    if train_data.signals.shape[1] != network.signal_length or train_data.static.shape[1] != network.num_static:
+        raise ValueError(f"the records have {train_data.signals.shape[1]} samples and {train_data.static.shape[1]} static parameters; "
+                         f"the network expects {network.signal_length} and {network.num_static}")
+    network.set_normalization(torch.as_tensor(train_data.signals), torch.as_tensor(train_data.static),
+                              None if train_data.peaks is None else torch.nan_to_num(torch.as_tensor(train_data.peaks)),
+                              None if train_data.peak_mask is None else torch.as_tensor(train_data.peak_mask))
+    for p in (network.condition if network.joint_generation else network.static_head).parameters():
+        p.requires_grad_(False)
+    return network
 
-    Args:
-        network: the CVAE; its ``joint_generation`` flag decides the mode.
-        train_data: training records (:class:`ABRDataset`, physical units).
-        config: :class:`CVAETrainingConfig`.
-        output_dir: where outputs go.
-        val_data: optional held-out records; their loss is logged every epoch (``val_loss``).
-        device: torch device. Defaults to CPU.
-        distributed: train with DDP. ``None`` (default) means "if a process group is initialised".
-    """
 
-    def __init__(self, network: SignalCVAE, train_data: ABRDataset, config: CVAETrainingConfig, output_dir: str | Path,
-                 val_data: ABRDataset | None = None, device: str | torch.device = "cpu", distributed: bool | None = None) -> None:
-        if not isinstance(network, SignalCVAE):
-            raise TypeError(f"CVAETrainer: network must be a SignalCVAE, got {type(network).__name__}")
-        if train_data.signals.shape[1] != network.signal_length or train_data.static.shape[1] != network.num_static:
-            raise ValueError(f"CVAETrainer: records have {train_data.signals.shape[1]} samples and {train_data.static.shape[1]} static parameters; "
-                             f"the network expects {network.signal_length} and {network.num_static}")
-        self.config, self.device = config, torch.device(device)
-        self.net = network.to(self.device)
-        self.distributed, self.rank, self.world_size = resolve_distributed(distributed, "CVAETrainer")
-        self.is_main = self.rank == 0
-        self.output_dir = Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed + self.rank)
-        self.g = torch.Generator().manual_seed(config.seed + self.rank)
-        self.full_train = train_data
-        self.net.set_normalization(torch.as_tensor(train_data.signals), torch.as_tensor(train_data.static),
-                                   None if train_data.peaks is None else torch.nan_to_num(torch.as_tensor(train_data.peaks)),
-                                   None if train_data.peak_mask is None else torch.as_tensor(train_data.peak_mask))
-        local = train_data
-        if self.distributed:
-            record = self.output_dir / "data_shards.json" if self.is_main else None
-            local = train_data.subset(np.asarray(shard_indices(len(train_data), config.seed, record, "CVAETrainer")))
-        self.train_t = normalized_tensors(self.net, local, self.device)
-        self.val_t = normalized_tensors(self.net, val_data, self.device) if val_data is not None else None
+class CVAEBatches(RandomBatches):
+    """One epoch of shuffled mini-batches of ``data`` in ``network``'s normalised units: ``{"signal", "static",
+    "peaks", "mask"}`` (the peak entries only when the records have peaks); ``len(data) // batch_size`` batches (at
+    least one), a new permutation at every :meth:`reseed` (each epoch). Under a process group each rank uses its own
+    shard of the records (``data_shards.json``). Load with ``DataLoader(batch_size=None)``."""
+
+    def __init__(self, network: SignalCVAE, data: ABRDataset, batch_size: int, seed: int = 0, shard_record: str | Path | None = None) -> None:
+        rank, world = rank_and_world_size()
+        if batch_size < 1:
+            raise ValueError(f"CVAEBatches: batch_size must be >= 1, got {batch_size}.")
+        if world > 1:
+            record = Path(shard_record) if shard_record and rank == 0 else None
+            if record is not None:
+                record.parent.mkdir(parents=True, exist_ok=True)
+            data = data.subset(np.asarray(shard_indices(len(data), seed, record, "CVAEBatches")))
+        net = unwrap(network)
+        self.tensors = {k: v.cpu() for k, v in normalized_tensors(net.net if isinstance(net, TrainingForward) else net, data).items() if v is not None}
+        self.n, self.batch_size = int(self.tensors["signal"].shape[0]), int(batch_size)
+        super().__init__(max(self.n // self.batch_size, 1), seed + rank)
+        self.reseed(seed + rank)
+
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        self.order = torch.randperm(self.n, generator=self.g)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_batches:
+            raise IndexError(index)
+        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+class CVAEIteration:
+    """One CVAE update on ``engine`` (a :class:`~monai.engines.SupervisedTrainer` whose ``network`` is a
+    :class:`TrainingForward`, optionally DDP-wrapped): the loss of :func:`medgen_core.losses.cvae.cvae_loss` with beta
+    warmed up per (fractional) epoch, one optimiser step. Logged terms: the loss terms, ``beta`` and ``lr``."""
+
+    TERMS = ("loss", "signal_mse", "static_mse", "kl", "peak_mse", "presence_bce")
+
+    def __init__(self, config: "CVAETrainingConfig", steps_per_epoch: int) -> None:
         self.beta = BetaWarmup(config.max_beta, config.warmup_epochs)
         self.weights = CVAELossWeights(config.static_weight, config.peak_weight, config.presence_weight)
-        # the part the mode does not use (legacy: static head; joint: condition projection) stays frozen,
-        # so every trainable parameter gets a gradient (what DDP requires)
-        for p in (self.net.condition if self.net.joint_generation else self.net.static_head).parameters():
-            p.requires_grad_(False)
-        self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
-        step = _TrainingForward(self.net)
-        self.model = wrap_ddp(step, self.device) if self.distributed else step
-        self.epoch = 0
-        fields = ["epoch", *_TERMS, "beta", "lr"] + (["val_loss"] if val_data is not None else [])
-        self.log = CSVLogger(self.output_dir / "train_log.csv", fields) if self.is_main else None
+        self.steps = max(int(steps_per_epoch), 1)
 
-    # -- checkpointing ------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        state = {"epoch": self.epoch, "net": self.net.state_dict(), "opt": self.opt.state_dict(), "config": asdict(self.config),
-                 "joint_generation": self.net.joint_generation}
-        atomic_torch_save(state, self.output_dir / "checkpoint.pt")
+    def __call__(self, engine: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        device = engine.state.device
+        t = {k: v.to(device) for k, v in batch.items()}
+        progress = (engine.state.epoch - 1) + ((engine.state.iteration - 1) % self.steps) / self.steps
+        beta = self.beta(progress)
+        engine.network.train()
+        *outputs, mu, logvar = engine.network(t["signal"], t["static"])  # one (DDP-wrapped) forward per update
+        joint = unwrap(engine.network).net.joint_generation
+        terms = cvae_loss(tuple(outputs), mu, logvar, t["signal"], t["static"], t.get("peaks"), t.get("mask"), beta, self.weights, joint=joint)
+        engine.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        engine.optimizer.step()
+        logged = {k: float(terms[k].detach()) for k in self.TERMS}
+        logged.update(beta=beta, lr=float(engine.optimizer.param_groups[0]["lr"]))
+        return {"loss": terms["loss"].detach(), "terms": logged}
 
-    def resume(self) -> bool:
-        """Resume from ``checkpoint.pt`` if present (refusing one from the other mode); returns whether it did."""
-        path = self.output_dir / "checkpoint.pt"
-        if not path.exists():
-            return False
-        state = load_checkpoint(path)
-        if bool(state.get("joint_generation", self.net.joint_generation)) != self.net.joint_generation:
-            raise ValueError(f"CVAETrainer: {path} was trained with joint_generation={state['joint_generation']}, "
-                             f"but the network has joint_generation={self.net.joint_generation}; use another output_dir")
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.epoch = int(state["epoch"])
-        self.g.manual_seed(self.config.seed + self.rank + 1000 * self.epoch)
-        logger.info("resumed from %s at epoch %d", path, self.epoch)
-        return True
 
-    # -- steps --------------------------------------------------------------------------------------
-    def _lr(self, progress: float) -> float:
-        c = self.config
-        return float(c.lr * (0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(progress, 1.0)))))
+class CVAEValidation:
+    """The evaluator's step: the loss on validation records with the posterior mean and the beta of the trainer's
+    epoch (the evaluator's ``state.epoch``, set by MONAI's ``ValidationHandler``). Returns ``{"loss": float}``."""
 
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over this rank's shuffled records; returns the mean loss terms."""
-        c = self.config
-        self.net.train()
-        n = self.train_t["signal"].shape[0]
-        order = torch.randperm(n, generator=self.g)
-        steps = max(n // c.batch_size, 1)
-        sums = dict.fromkeys(_TERMS, 0.0)
-        lr = self._lr(self.epoch / max(c.epochs, 1))
-        for s in range(steps):
-            lr = self._lr((self.epoch + s / steps) / max(c.epochs, 1))
-            for group in self.opt.param_groups:
-                group["lr"] = lr
-            idx = order[s * c.batch_size : (s + 1) * c.batch_size].to(self.device)
-            terms = self._step_terms(idx, self.beta(self.epoch + s / steps))
-            self.opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            self.opt.step()
-            for k in _TERMS:
-                sums[k] += float(terms[k].detach())
-        return {**{k: v / steps for k, v in sums.items()}, "beta": self.beta(self.epoch + 1), "lr": lr}
-
-    def _step_terms(self, idx: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-        t = self.train_t
-        sig, stat = t["signal"][idx], t["static"][idx]
-        peaks = t["peaks"][idx] if t["peaks"] is not None else None
-        mask = t["mask"][idx] if t["mask"] is not None else None
-        *outputs, mu, logvar = self.model(sig, stat)  # one (DDP-wrapped) forward per update
-        return cvae_loss(tuple(outputs), mu, logvar, sig, stat, peaks, mask, beta, self.weights, joint=self.net.joint_generation)
+    def __init__(self, config: "CVAETrainingConfig") -> None:
+        self.beta = BetaWarmup(config.max_beta, config.warmup_epochs)
+        self.weights = CVAELossWeights(config.static_weight, config.peak_weight, config.presence_weight)
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """Loss on the validation records with the posterior mean and the current beta."""
-        self.net.eval()
-        t = self.val_t
-        mu, logvar = self.net.encode(t["signal"], t["static"])
-        terms = cvae_loss(self.net.decode(mu, t["static"]), mu, logvar, t["signal"], t["static"], t["peaks"], t["mask"],
-                          self.beta(self.epoch), self.weights, joint=self.net.joint_generation)
-        self.net.train()
-        return float(terms["loss"])
+    def __call__(self, engine: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        t = {k: v.to(engine.state.device) for k, v in batch.items()}
+        net = unwrap(engine.network).net
+        was_training = net.training
+        net.eval()
+        mu, logvar = net.encode(t["signal"], t["static"])
+        terms = cvae_loss(net.decode(mu, t["static"]), mu, logvar, t["signal"], t["static"], t.get("peaks"), t.get("mask"),
+                          self.beta(engine.state.epoch), self.weights, joint=net.joint_generation)
+        net.train(was_training)
+        return {"loss": float(terms["loss"])}
 
-    def export_state(self) -> dict[str, torch.Tensor]:
-        """The weights to ship: ``state_dict`` as contiguous CPU tensors."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
 
-    def run(self, resume: bool = True) -> Path:
-        """Train to ``config.epochs`` (resuming if asked), fit the observation model and return ``model.pt``'s path."""
-        if resume:
-            self.resume()
-        c = self.config
-        with tqdm(total=c.epochs, initial=min(self.epoch, c.epochs), desc="CVAE", unit="epoch", disable=not self.is_main) as bar:
-            while self.epoch < c.epochs:
-                stats = self.train_epoch()
-                self.epoch += 1
-                stats = mean_over_ranks(stats, self.device) if self.distributed else stats
-                if self.val_t is not None:
-                    stats["val_loss"] = self.validation_loss()
-                bar.update(1)
-                bar.set_postfix({"loss": f"{stats['loss']:.4f}"})
-                if self.log is not None:
-                    self.log.log({"epoch": self.epoch, **stats})
-                if self.is_main and (self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs):
-                    self.save_checkpoint()
-        self.net.eval()
-        fit_observation_model(self.net, self.full_train)
-        fit_latent_prior(self.net, self.full_train, c.prior_components, c.seed)
-        model_path = self.output_dir / "model.pt"
-        if self.is_main:
-            atomic_torch_save(self.export_state(), model_path)
-            if self.log is not None and self.log.read()["epoch"]:
-                plot_curves(self.log, self.output_dir / "loss_curve.png", x="epoch", title="CVAE loss terms")
-        if self.distributed:
-            dist.barrier()
-        return model_path
+def sampling_model_fit(network: SignalCVAE, train_data: ABRDataset, prior_components: int, seed: int = 0) -> Callable[[Any], None]:
+    """``engine -> None``: fit the observation model and the latent prior on ``train_data`` (before ``model.pt`` is written)."""
+
+    def fit(engine: Any) -> None:
+        network.eval()
+        fit_observation_model(network, train_data)
+        fit_latent_prior(network, train_data, prior_components, seed)
+
+    return fit
+
+
+def train_cvae(network: SignalCVAE, train_data: ABRDataset, config: "CVAETrainingConfig", output_dir: str | Path,
+               val_data: ABRDataset | None = None, device: str | torch.device = "cpu", resume: bool = True) -> Path:
+    """Train ``network`` on ``train_data`` with the bundle's engine (MONAI's SupervisedTrainer, :class:`CVAEIteration`,
+    the shared handlers; with ``val_data``, a SupervisedEvaluator run after every epoch), fit the sampling model and
+    write ``model.pt``; returns its path. A run with checkpoints in ``output_dir`` resumes."""
+    from monai.engines import SupervisedEvaluator, SupervisedTrainer
+    from monai.handlers import StatsHandler, TensorBoardStatsHandler, ValidationHandler
+
+    from medgen_core.training.engines import summary_writer
+
+    device = torch.device(device)
+    output_dir = Path(output_dir)
+    net = prepare_cvae(network, train_data).to(device)
+    forward = TrainingForward(net)
+    batches = CVAEBatches(net, train_data, config.batch_size, config.seed, output_dir / "data_shards.json")
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=0)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    steps = len(batches)
+    scheduler = WarmupCosineSchedule(optimizer, max(config.epochs * steps, 1), floor=0.05)
+    extra: list[Any] = []
+    if val_data is not None:
+        val = torch.utils.data.DataLoader(CVAEBatches(net, val_data, max(len(val_data), 1)), batch_size=None)
+        evaluator = SupervisedEvaluator(device=device, val_data_loader=val, network=forward, iteration_update=CVAEValidation(config),
+                                        key_val_metric={"val_loss": mean_of("loss")}, decollate=False,
+                                        val_handlers=[StatsHandler(iteration_log=False, name="medgen.validation"),
+                                                      TensorBoardStatsHandler(summary_writer=summary_writer(output_dir), iteration_log=False,
+                                                                              global_epoch_transform=lambda epoch: epoch * steps)])
+        extra.append(ValidationHandler(validator=evaluator, interval=1, epoch_level=True))
+    handlers = standard_handlers(output_dir, {"network": net, "optimizer": optimizer, "lr_scheduler": scheduler}, {"model.pt": net},
+                                 lr_scheduler=scheduler, seed=config.seed, dataset=batches, log_every=1, resume=resume, title="CVAE loss terms",
+                                 before_export=[sampling_model_fit(net, train_data, config.prior_components, config.seed)], extra=extra,
+                                 save_interval=config.checkpoint_every)
+    trainer = SupervisedTrainer(device=device, max_epochs=max(config.epochs, 1), train_data_loader=loader, network=forward, optimizer=optimizer,
+                                loss_function=nn.MSELoss(), iteration_update=CVAEIteration(config, steps), train_handlers=handlers, decollate=False)
+    trainer.run()
+    net.eval()
+    return output_dir / "model.pt"

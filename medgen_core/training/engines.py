@@ -70,6 +70,7 @@ __all__ = [
     "load_checkpoint",
     "logged_terms",
     "lr_factor",
+    "mean_of",
     "read_training_log",
     "standard_handlers",
     "summary_writer",
@@ -120,6 +121,13 @@ def every(n: int) -> Callable[[Any, int], bool]:
     """An ignite event filter: true on every ``n``-th event (``StatsHandler(iteration_log=every(25))``)."""
     n = max(int(n), 1)
     return lambda engine, event: event % n == 0
+
+
+def mean_of(key: str) -> Any:
+    """An ignite ``Average`` metric of ``output[key]`` over an evaluator's iterations (e.g. ``key_val_metric``)."""
+    from ignite.metrics import Average
+
+    return Average(output_transform=lambda output: float(output[key]))
 
 
 def logged_terms(output: Any) -> dict[str, float] | None:
@@ -473,11 +481,11 @@ class SampleMontage:
 def standard_handlers(output_dir: str | Path, checkpoint_dict: Mapping[str, Any], exports: Mapping[str, nn.Module],
                       lr_scheduler: Any = None, lr_epoch_level: bool = False, seed: int = 0, dataset: Any = None,
                       log_every: int = 25, resume: bool = True, before_export: Sequence[Callable[[Any], Any]] = (),
-                      title: str = "training", extra: Sequence[Any] = ()) -> list[Any]:
+                      title: str = "training", extra: Sequence[Any] = (), save_interval: int = 1) -> list[Any]:
     """The handlers every MedGen train.json lists, for Python callers, in the same order: on every rank
     :class:`EpochSeed`, :class:`ResumeFromCheckpoint`, ``LrScheduleHandler`` (if ``lr_scheduler``), ``extra``; then the
-    rank-0 ones: ``StatsHandler``, ``TensorBoardStatsHandler`` (:func:`summary_writer`), :class:`TrainingCheckpointSaver`,
-    :class:`ExportWeights`, :class:`LossCurve`."""
+    rank-0 ones: ``StatsHandler``, ``TensorBoardStatsHandler`` (:func:`summary_writer`), :class:`TrainingCheckpointSaver`
+    (every ``save_interval`` epochs), :class:`ExportWeights`, :class:`LossCurve`."""
     writer = summary_writer(output_dir)
     handlers: list[Any] = [EpochSeed(seed, dataset), ResumeFromCheckpoint(output_dir, checkpoint_dict, enabled=resume)]
     if lr_scheduler is not None:
@@ -487,7 +495,7 @@ def standard_handlers(output_dir: str | Path, checkpoint_dict: Mapping[str, Any]
         handlers += [
             StatsHandler(tag_name="train", output_transform=logged_terms, iteration_log=every(log_every), name="medgen.training"),
             TensorBoardStatsHandler(summary_writer=writer, output_transform=logged_terms, iteration_log=every(log_every)),
-            TrainingCheckpointSaver(str(output_dir), dict(checkpoint_dict)),
+            TrainingCheckpointSaver(str(output_dir), dict(checkpoint_dict), save_interval=save_interval),
             ExportWeights(output_dir, exports, before_export),
             LossCurve(writer, Path(output_dir) / "loss_curve.png", title),
         ]
