@@ -34,8 +34,8 @@ def train(runs_dir: Path, steps: int | None, pretrain_steps: int | None, device:
     """Run ``train.json``; returns ``(model.pt, seconds)``."""
     parser = training_parser(BUNDLE, runs_dir / "genseg", device, steps=steps, pretrain_steps=pretrain_steps)
     t0 = time.time()
-    model_path = parser.get_parsed_content("trainer").run()
-    return Path(model_path), time.time() - t0
+    parser.get_parsed_content("run")  # MONAI's GanTrainer (Pix2Pix stage 1), then SupervisedTrainer (GenSeg stage 2)
+    return runs_dir / "genseg" / "model.pt", time.time() - t0
 
 
 def install(model_path: Path, trained: bool, note: dict) -> Path:

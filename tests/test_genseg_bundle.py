@@ -1,5 +1,6 @@
 """GenSeg segmentation outside the benchmark: the slice-by-slice VolumeSegmenter (geometry, in-plane resampling,
-orientation), the end-to-end GenSegRun that writes the bundle's weights, the GenSegTrainer hooks (synthetic
+orientation), the bundle's train.json (MONAI's GanTrainer for the Pix2Pix stage, then a SupervisedTrainer with the
+bilevel step, validation and model selection) that writes the bundle's weights, the GenSegTrainer hooks (synthetic
 transform, separate GAN batch), and ``medgen genseg segment`` with the shipped bundle (provenance)."""
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from medgen_core.inference.segment import VolumeSegmenter
 from medgen_core.io import Volume, read_volume
 from medgen_core.networks.gan import SearchablePix2PixUNet, build_patch_discriminator
 from medgen_core.provenance import read_provenance, verify_provenance
-from medgen_core.training.genseg import GenSegConfig, GenSegTrainer
-from medgen_core.training.genseg_run import GenSegRun
-from medgen_core.training.segmentation import SegBudget, build_segmenter
+from medgen_core.training.engines import checkpoint_files, load_checkpoint
+from medgen_core.training.genseg import GenSegConfig, GenSegTrainer, ParameterAveraging
+from medgen_core.training.segmentation import build_segmenter
+from train_testing import log_rows, train
 
 
 class _Threshold(nn.Module):
@@ -75,18 +77,28 @@ def test_trainer_hooks_syn_transform_and_gan_batch() -> None:
         trainer.outer_step(batch, batch, gan_batch={"image": s.scaled()[:1], "label": s.label})
 
 
-def test_genseg_run_writes_weights_and_note(tmp_path) -> None:
+def test_train_json_writes_weights_and_note(tmp_path) -> None:
+    """3 outer steps after 2 Pix2Pix steps, validated after every step (eval_every 1): the segmenter of the lowest
+    validation loss is exported, with the generator and training.json."""
     tr, va = tissue_slices([30, 40, 50]), tissue_slices([35, 45])
-    segmenter = build_segmenter("unet", 4, (4, 8))
-    path = GenSegRun(segmenter, tr.image, tr.label, va.image, va.label, SegBudget(steps=3, batch_size=2, eval_every=1, pretrain_steps=2),
-                     GenSegConfig(), output_dir=tmp_path).run()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    tiny = {"network_def#channels": [4, 8], "network_def#strides": [2], "train_image": tr.image, "train_label": tr.label, "val_image": va.image,
+            "val_label": va.label, "steps": 3, "pretrain_steps": 2, "batch_size": 2, "eval_every": 1, "log_every": 1, "output_dir": str(tmp_path)}
+    w = train("brain_tissue_genseg", tiny)
+    segmenter = w.parser.get_parsed_content("segmenter")
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
     assert set(state) == set(segmenter.state_dict())
     note = json.loads((tmp_path / "training.json").read_text())
-    assert note["steps"] == 3 and len(note["val_history"]) == 3 and len(note["derived_kernels"]) == 4
-    assert (tmp_path / "generator.pt").is_file()
-    with pytest.raises(ValueError, match="sync_every"):
-        GenSegRun(segmenter, tr.image, tr.label, va.image, va.label, SegBudget(), GenSegConfig(), sync_every=0)
+    history = [h["val_loss"] for h in note["val_history"]]
+    assert note["steps"] == 3 and [h["step"] for h in note["val_history"]] == [1, 2, 3] and len(note["derived_kernels"]) == 4
+    assert note["best_val_loss"] == min(history)
+    best = w.parser.get_parsed_content("validate#handlers#0")
+    assert all(torch.equal(state[k], v.cpu()) for k, v in best.state.items())  # the selected state, not the last one
+    assert (tmp_path / "generator.pt").is_file() and [n for n, _ in checkpoint_files(tmp_path / "pretrain")] == [1]
+    assert {"seg_total", "g_l1", "arch_hypergrad_norm"} <= set(log_rows(tmp_path / "train_log.csv"))
+    ckpt = load_checkpoint(checkpoint_files(tmp_path)[-1][1])
+    assert ckpt["trainer"]["iteration"] == 3 and ckpt["genseg"]["step"] == 3 and ckpt["best"]["best"] == pytest.approx(min(history))
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        ParameterAveraging([segmenter], every=0)
 
 
 def test_cli_segment_with_bundle_marks_output_ai_derived(tmp_path, capsys) -> None:

@@ -86,10 +86,11 @@ def _nifti(path: Path, data) -> str:
 
 
 # every rank seeds, resumes and steps its schedule; every rank validates (the evaluator's metrics reduce over ranks)
-ALL_RANKS = {"medgen_core.training.engines.EpochSeed", "medgen_core.training.engines.ResumeFromCheckpoint", "LrScheduleHandler", "ValidationHandler"}
+ALL_RANKS = {"medgen_core.training.engines.EpochSeed", "medgen_core.training.engines.ResumeFromCheckpoint", "LrScheduleHandler", "ValidationHandler",
+             "medgen_core.training.genseg.ParameterAveraging"}
 
 
-@pytest.mark.parametrize("name", ["abr_joint_cvae", "brain_mri_super_resolution", "brain_slice_autoencoder", "brain_slice_ddpm", "brain_t1_to_t2w_cyclegan", "brain_tissue_to_t1_pix2pix"])
+@pytest.mark.parametrize("name", sorted(p.parents[1].name for p in (REPO / "monai_bundles").glob("*/configs/multi_gpu_train.json")))
 def test_multi_gpu_configs_keep_every_rank_handler_and_give_the_writers_to_rank_0(name: str) -> None:
     """multi_gpu_train.json keeps ``train#handlers[:k]`` on ranks > 0: exactly the seeding, resume and schedule handlers,
     which every rank needs; the stats, checkpoint and export handlers (files) run on rank 0 only."""

@@ -21,13 +21,13 @@ what was expected. Only headers are read here; the voxels are read by the traini
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medgen_core.errors import TrainingDataError
 
-__all__ = ["NIFTI_SUFFIXES", "abr_records", "is_nifti", "paired_files", "position_slices", "volume_files"]
+__all__ = ["NIFTI_SUFFIXES", "abr_records", "is_nifti", "labelled_slices", "paired_files", "position_slices", "volume_files"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -223,3 +223,61 @@ def abr_records(source: str | Path, val_fraction: float = 0.1) -> tuple[Any, Any
         raise TrainingDataError(f"{train_file}: {len(train)} record; expected at least 2 (one is held out for validation) or a val file.")
     k = max(int(round(len(train) * val_fraction)), 1)
     return train.subset(np.arange(len(train) - k)), train.subset(np.arange(len(train) - k, len(train)))
+
+
+def labelled_slices(pairs: Sequence[Mapping[str, str]], size: Sequence[int] = (80, 96), num_classes: int = 4, spacing_mm: float = 2.0,
+                    keys: Sequence[str] = ("image", "label")) -> tuple[Any, Any, Any, Any]:
+    """Axial 2D training pairs for the GenSeg segmenter from the user's (image, label map) volume pairs, prepared like the
+    MNI tissue slices (:mod:`medgen_core.data.tissue_slices`): both reoriented to the closest RAS orientation and
+    resampled in-plane to ``spacing_mm`` (image linear, labels nearest), the image divided by its 99.9th percentile and
+    clipped to [0, 1], centre-cropped or padded to ``size``; only slices with some label > 0 are kept. With several
+    subjects the last one's slices are the validation pairs (model selection, GenSeg's upper level), with one subject
+    every fourth slice.
+
+    Returns:
+        ``(train_image, train_label, val_image, val_label)``: float32 ``(N, 1, H, W)`` in [0, 1] and int64 ``(N, 1, H, W)``.
+    """
+    import nibabel as nib
+    import numpy as np
+    import torch
+    from scipy.ndimage import zoom
+
+    from medgen_core.data.translation import fit_to_size
+    from medgen_core.io import read_volume
+
+    subjects = []
+    for pair in pairs:
+        image_path, label_path = pair[keys[0]], pair[keys[1]]
+        image, label = read_volume(image_path), read_volume(label_path)
+        if image.array.shape != label.array.shape or image.array.ndim != 3:
+            raise TrainingDataError(f"{label_path}: label map of shape {tuple(label.array.shape)} for the image {image_path} of shape "
+                                    f"{tuple(image.array.shape)}; expected two 3D volumes on the same grid.")
+        lab = np.asarray(label.array)
+        if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)) or lab.min() < 0 or lab.max() >= num_classes:
+            raise TrainingDataError(f"{label_path}: not a label map of integers 0..{num_classes - 1} (values {float(lab.min()):g}..{float(lab.max()):g}).")
+        img_c = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(image.array, dtype=np.float32), image.affine))
+        lab_c = nib.as_closest_canonical(nib.Nifti1Image(lab.astype(np.int16), label.affine))
+        spacing = np.linalg.norm(img_c.affine[:3, :3], axis=0)
+        factors = (spacing[0] / spacing_mm, spacing[1] / spacing_mm, 1.0)
+        img = zoom(np.asarray(img_c.dataobj, dtype=np.float32), factors, order=1)
+        img = np.clip(img / max(float(np.percentile(img, 99.9)), 1e-8), 0.0, 1.0)
+        lab = zoom(np.asarray(lab_c.dataobj).astype(np.int16), factors, order=0)
+        keep = np.flatnonzero((lab > 0).any(axis=(0, 1)))
+        if keep.size == 0:
+            raise TrainingDataError(f"{label_path}: no slice holds a label > 0; expected a tissue label map (0 = background).")
+        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(img[:, :, keep], 2, 0)))[:, None]
+        m = torch.from_numpy(np.ascontiguousarray(np.moveaxis(lab[:, :, keep], 2, 0)).astype(np.int64))[:, None]
+        subjects.append((fit_to_size(x, tuple(size)), fit_to_size(m, tuple(size))))
+    if not subjects:
+        raise TrainingDataError("no labelled volumes given; expected at least one image / label map pair.")
+    if len(subjects) > 1:
+        train = subjects[:-1]
+        return (torch.cat([t[0] for t in train]), torch.cat([t[1] for t in train]), subjects[-1][0], subjects[-1][1])
+    x, m = subjects[0]
+    if x.shape[0] < 2:
+        raise TrainingDataError(f"{pairs[0][keys[1]]}: one labelled slice; expected at least 2 (one is held out for validation) or a second subject.")
+    val = torch.zeros(x.shape[0], dtype=torch.bool)
+    val[3::4] = True
+    if not val.any():
+        val[-1] = True
+    return x[~val], m[~val], x[val], m[val]

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,8 +42,15 @@ from medgen_core.training.hypergradient import Forward, exact_hypergradient, fin
 from medgen_core.transforms.mask_augment import MaskAugmentParams, mask_augment
 
 __all__ = [
+    "BestState",
     "GenSegConfig",
+    "GenSegIteration",
+    "GenSegReport",
     "GenSegTrainer",
+    "PairBatches",
+    "ParameterAveraging",
+    "SegmentationValidation",
+    "average_parameters",
     "MaskAugmentParams",
     "build_default_segmenter",
     "exact_hypergradient",
@@ -50,7 +59,9 @@ __all__ = [
     "mask_augment",
     "pix2pix_step",
     "pretrain_generator",
+    "scaled",
     "segmentation_train_loss",
+    "syn_jitter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -381,3 +392,212 @@ class GenSegTrainer:
         stats.update(seg_total=float(l_tr.detach()), seg_real=float(l_real.detach()), seg_syn=float(l_syn.detach()),
                      val_lookahead=val_loss, arch_hypergrad_norm=hyper_norm)
         return stats
+
+
+# -- the bundle's engine: MONAI SupervisedTrainer with the bilevel step ----------------------------------------
+
+
+def scaled(image01: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> [-1, 1] (the generator's and the segmenters' range)."""
+    return image01 * 2.0 - 1.0
+
+
+class PairBatches:
+    """``num_batches`` batches of labelled pairs, drawn without replacement within each pass over the ``N`` pairs
+    (a new permutation when a pass is used up), like the benchmark's batches; ``{"image": (B, 1, H, W) in [0, 1],
+    "label": (B, 1, H, W)}``, or with ``pix2pix`` the generator's pairs ``{"image": one-hot masks, "target": images in
+    [-1, 1]}``. Load with ``DataLoader(batch_size=None)``; :class:`~medgen_core.training.engines.EpochSeed` reseeds it."""
+
+    def __init__(self, image01: torch.Tensor, label: torch.Tensor, batch_size: int, num_batches: int, num_classes: int = 4,
+                 pix2pix: bool = False, seed: int = 0) -> None:
+        image01, label = torch.as_tensor(image01).float(), torch.as_tensor(label).long()
+        if image01.shape[0] != label.shape[0] or image01.shape[2:] != label.shape[2:] or image01.dim() != 4 or label.shape[1] != 1:
+            raise ValueError(f"PairBatches: images {tuple(image01.shape)} and labels {tuple(label.shape)} must be (N, 1, H, W) pairs.")
+        if int(label.min()) < 0 or int(label.max()) >= num_classes:
+            raise ValueError(f"PairBatches: labels must lie in [0, {num_classes}), got [{int(label.min())}, {int(label.max())}].")
+        self.image01, self.label, self.num_classes, self.pix2pix = image01, label, int(num_classes), bool(pix2pix)
+        self.batch_size, self.num_batches = int(batch_size), max(int(num_batches), 1)
+        self.g = torch.Generator().manual_seed(int(seed))
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def reseed(self, seed: int) -> None:
+        self.g.manual_seed(int(seed))
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_batches:
+            raise IndexError(index)
+        n, b = self.image01.shape[0], min(self.batch_size, self.image01.shape[0])
+        if self.order.numel() < b:
+            self.order = torch.cat([self.order, torch.randperm(n, generator=self.g)])
+        idx, self.order = self.order[:b], self.order[b:]
+        if self.pix2pix:
+            return {"image": labels_to_onehot(self.label[idx], self.num_classes), "target": scaled(self.image01[idx])}
+        return {"image": self.image01[idx], "label": self.label[idx]}
+
+
+def syn_jitter(seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The differentiable intensity jitter of the synthetic batches (:func:`~medgen_core.transforms.seg_augment.intensity_jitter`),
+    drawing from its own generator seeded ``seed + 2`` (as the benchmark's :func:`~medgen_core.training.segmentation.train_genseg`)."""
+    from functools import partial
+
+    from medgen_core.transforms.seg_augment import intensity_jitter
+
+    return partial(intensity_jitter, generator=torch.Generator().manual_seed(int(seed) + 2))
+
+
+class GenSegIteration:
+    """The GenSeg outer step as a MONAI ``iteration_update`` (:class:`~monai.engines.SupervisedTrainer` whose network is
+    the segmenter): the real batch is classically augmented (``augment``) for the segmenter, the un-augmented pairs
+    feed the Pix2Pix step and the synthetic masks, and the validation pairs drive the upper level
+    (:meth:`GenSegTrainer.outer_step`). ``state_dict``/``load_state_dict`` cover the GenSeg optimisers (G, D, segmenter,
+    upper level), so a checkpoint resumes all of them. Logged terms: the outer step's statistics."""
+
+    def __init__(self, genseg: GenSegTrainer, val_image01: torch.Tensor, val_label: torch.Tensor, augment: Any = None) -> None:
+        self.genseg, self.augment = genseg, augment
+        self.val = {"image": scaled(torch.as_tensor(val_image01).float()), "label": torch.as_tensor(val_label).long()}
+
+    def __call__(self, engine: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        x, m = batch["image"], batch["label"]
+        xa, ma = self.augment(x, m) if self.augment is not None else (x, m)
+        stats = self.genseg.outer_step({"image": scaled(xa), "label": ma}, self.val, gan_batch={"image": scaled(x), "label": m})
+        return {"loss": torch.tensor(stats["seg_total"]), "terms": {k: float(v) for k, v in stats.items() if math.isfinite(float(v))}}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        g = self.genseg
+        return {"opt_g": g.opt_g, "opt_d": g.opt_d, "opt_seg": g.opt_seg, **{f"opt_upper_{i}": o for i, o in enumerate(g.opt_upper)}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.genseg.step, **{k: o.state_dict() for k, o in self._optimizers().items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.genseg.step = int(state["step"])
+        for k, o in self._optimizers().items():
+            o.load_state_dict(state[k])
+
+
+class SegmentationValidation:
+    """The evaluator's step: Dice + cross-entropy of the segmenter (``engine.network``, eval mode) on a batch
+    ``{"image": [0, 1], "label"}``. Returns ``{"loss": float}``."""
+
+    def __init__(self) -> None:
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    @torch.no_grad()
+    def __call__(self, engine: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        net = engine.network
+        was_training = net.training
+        net.eval()
+        x, m = batch["image"].to(engine.state.device), batch["label"].to(engine.state.device)
+        loss = float(self.loss_fn(net(scaled(x)), m))
+        net.train(was_training)
+        return {"loss": loss}
+
+
+class BestState:
+    """An evaluator handler keeping the segmenter state with the lowest ``metric`` (the GenSeg model selection) and every
+    validation value (``history``, at trainer step ``epoch * steps_per_epoch``); :meth:`restore` (an ``ExportWeights`` ``before`` callable) loads the best state back
+    before ``model.pt`` is written. ``state_dict``/``load_state_dict`` make it part of the trainer's checkpoint."""
+
+    def __init__(self, module: nn.Module, metric: str = "val_loss", steps_per_epoch: int = 1) -> None:
+        self.module, self.metric, self.steps_per_epoch = module, metric, int(steps_per_epoch)
+        self.best, self.state, self.history = float("inf"), None, []
+
+    def attach(self, engine: Any) -> None:
+        from medgen_core.training.engines import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        value = float(engine.state.metrics[self.metric])
+        self.history.append({"step": int(engine.state.epoch) * self.steps_per_epoch, self.metric: value})
+        if value < self.best:
+            self.best = value
+            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def restore(self, engine: Any = None) -> None:
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "history": [[h["step"], h[self.metric]] for h in self.history], "state": self.state or {}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.history = [{"step": int(s), self.metric: float(v)} for s, v in state["history"]]
+        self.state = dict(state["state"]) or None
+
+
+def average_parameters(*modules: nn.Module) -> None:
+    """Replace every parameter of ``modules`` by its mean over ranks (a collective; no-op without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                dist.all_reduce(p.data)
+                p.data /= world
+
+
+class ParameterAveraging:
+    """Multi-process GenSeg (local SGD / periodic model averaging): every rank trains on its own augmentation stream, and
+    the parameters of ``modules`` (segmenter, generator with its architecture logits, discriminator) are averaged over
+    ranks when the engine starts, every ``every`` iterations and when it completes. Attach it on every rank."""
+
+    def __init__(self, modules: Sequence[nn.Module], every: int = 10) -> None:
+        if every < 1:
+            raise ValueError(f"ParameterAveraging: every must be >= 1, got {every}.")
+        self.modules, self.every = list(modules), int(every)
+
+    def attach(self, engine: Any) -> None:
+        from medgen_core.training.engines import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        average_parameters(*self.modules)
+
+
+class GenSegReport:
+    """When the engine completes, write ``training.json``: seconds, steps, the best validation loss and its history,
+    and the generator's architecture weights and derived kernels."""
+
+    def __init__(self, output_dir: str | Path, best: BestState, generator: nn.Module, steps: int, pretrain_steps: int) -> None:
+        self.output_dir, self.best, self.generator, self.steps, self.pretrain_steps = Path(output_dir), best, generator, steps, pretrain_steps
+        self.t0 = None
+
+    def attach(self, engine: Any) -> None:
+        from medgen_core.training.engines import Events
+
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def started(self, engine: Any) -> None:
+        import time
+
+        self.t0 = time.time()
+
+    def __call__(self, engine: Any) -> None:
+        import json
+        import os
+        import time
+
+        from medgen_core.training.distributed import rank_and_world_size
+
+        g = self.generator
+        note = {"seconds": time.time() - (self.t0 or time.time()), "world_size": rank_and_world_size()[1], "steps": self.steps,
+                "pretrain_steps": self.pretrain_steps, "best_val_loss": self.best.best, "val_history": self.best.history,
+                "arch_weights": g.mixture_weights().detach().tolist() if hasattr(g, "mixture_weights") else None,
+                "derived_kernels": g.derive() if hasattr(g, "derive") else None}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.output_dir / ".training.json.tmp"
+        tmp.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.output_dir / "training.json")
