@@ -1,7 +1,9 @@
 """Helpers for multi-process (``torch.distributed``) training, launched with ``torchrun``.
 
 Generic: nothing here knows about bundles or a particular trainer. ``torchrun`` sets ``RANK``,
-``LOCAL_RANK`` and ``WORLD_SIZE`` for every process; these helpers read them.
+``LOCAL_RANK`` and ``WORLD_SIZE`` for every process; these helpers read them. The bundles' ``multi_gpu_train.json``
+use :func:`local_device`, :func:`default_backend` and :func:`wrap_ddp`; the training datasets shard with
+:func:`shard_indices`.
 """
 
 from __future__ import annotations
@@ -13,17 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "barrier",
-    "default_backend",
-    "local_device",
-    "local_rank",
-    "mean_over_ranks",
-    "rank_and_world_size",
-    "resolve_distributed",
-    "shard_indices",
-    "wrap_ddp",
-]
+__all__ = ["default_backend", "local_device", "local_rank", "rank_and_world_size", "shard_indices", "wrap_ddp"]
 
 
 def default_backend() -> str:
@@ -46,12 +38,6 @@ def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def barrier() -> None:
-    """``torch.distributed.barrier()`` when a process group is initialised."""
-    if rank_and_world_size()[1] > 1:
-        dist.barrier()
 
 
 def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -80,28 +66,3 @@ def shard_indices(num_items: int, seed: int, record_path: Path | None = None, ow
         record = {"world_size": world, "seed": seed, "num_slices": num_items, "shards": {str(r): s for r, s in enumerate(shards)}}
         Path(record_path).write_text(json.dumps(record) + "\n", encoding="utf-8")
     return indices
-
-
-def mean_over_ranks(stats: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalar statistics over ranks (a collective); unchanged without a process group."""
-    rank, world = rank_and_world_size()
-    if world == 1:
-        return stats
-    keys = sorted(stats)
-    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(values)
-    return {k: float(v) / world for k, v in zip(keys, values.tolist())}
-
-
-def resolve_distributed(distributed: bool | None, owner: str) -> tuple[bool, int, int]:
-    """``(distributed, rank, world_size)`` for a trainer: ``None`` means "if a process group is
-    initialised"; ``True`` without one is a clear error naming ``owner``."""
-    initialised = dist.is_available() and dist.is_initialized()
-    on = initialised if distributed is None else bool(distributed)
-    if on and not initialised:
-        raise ValueError(
-            f"{owner}: distributed=True needs an initialised torch.distributed process group "
-            "(launch with torchrun and call torch.distributed.init_process_group first)."
-        )
-    rank, world = rank_and_world_size() if on else (0, 1)
-    return on, rank, world
