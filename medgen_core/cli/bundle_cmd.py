@@ -1,4 +1,4 @@
-"""``medgen bundle list | run | check | pack | install``: the bundles MedGen knows, running, checking and sharing them.
+"""``medgen bundle list | run | check | pack | install | rehash``: the bundles MedGen knows, running, checking and sharing them.
 
 ``list`` shows where each bundle came from (``path``, ``env`` = ``MEDGEN_BUNDLE_PATH``, ``user``, ``package``,
 ``source``; order and rules in :mod:`medgen_core.bundles.catalog`) and the same-named copies it hides;
@@ -9,7 +9,8 @@
 else is a plain string that MONAI never evaluates); ``--set-expression ID VALUE`` is the expert opt-in
 for a ``$`` expression or ``@`` reference, which must pass the config inspection. ``check`` inspects
 the configs before MONAI's commands execute them; ``install`` refuses a built-in bundle's name unless
-``--allow-builtin-name``.
+``--allow-builtin-name``. ``rehash`` records the sha256 of retrained weights in a bundle's metadata, marked
+``user-retrained`` (never for a built-in bundle; ``medgen train`` does it for the copy it writes).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bundle", help="list, run, check, pack or install MONAI bundles")
+    p = subparsers.add_parser("bundle", help="list, run, check, pack, install or rehash MONAI bundles")
     sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="list discovered bundles, where each came from, and their weight verification state")
     ls.add_argument("--json", action="store_true", help='print {"bundles": [{name, display_name, version, path, source, hidden, weights_ok, metadata}]}')
@@ -70,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inst.add_argument("--dest", type=Path, default=None, help="bundle folder (default: $MEDGEN_BUNDLE_DIR or ~/.medgen/bundles)")
     inst.add_argument("--sha256", default=None, metavar="HEX", help="refuse the archive unless its sha256 is this (e.g. the checksum in a zoo index)")
     inst.set_defaults(func=_install)
+    rh = sub.add_parser("rehash", help="record the sha256 of retrained weights in a bundle copy's metadata (marked user-retrained)")
+    rh.add_argument("name", help="bundle folder (or name of a bundle that is not built in)")
+    rh.set_defaults(func=_rehash)
 
 
 def _weights_ok(info: BundleInfo) -> bool | None:
@@ -193,4 +197,18 @@ def _install(args: argparse.Namespace) -> int:
     info = install_bundle(args.source, dest=args.dest, trust=args.trust, force=args.force, allow_builtin_name=args.allow_builtin_name,
                           expected_sha256=args.sha256)
     print(f"installed {info.name} {info.version} at {info.path}")
+    return 0
+
+
+def _rehash(args: argparse.Namespace) -> int:
+    from medgen_core.bundles.retrain import rehash_bundle
+
+    info = get_bundle(args.name)
+    changed = rehash_bundle(info)
+    if not changed:
+        print(f"{info.name}: every weight file matches its recorded sha256; nothing to rehash")
+        return 0
+    for item in changed:
+        print(f"rehashed {item.file}: sha256 {item.old_sha256[:12]}... -> {item.new_sha256} (user-retrained)")
+    print(f"updated {info.path / 'configs' / 'metadata.json'}")
     return 0

@@ -37,7 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cvae": ("medgen_core.cli.cvae_cmd", "signal CVAE (ABR): simulate data, train, sample (joint / legacy), evaluate"),
     "evaluate": ("medgen_core.cli.evaluate_cmd", "evaluate generated images (realism suite)"),
     "provenance": ("medgen_core.cli.provenance_cmd", "show or verify the AI-generation record of a file"),
-    "bundle": ("medgen_core.cli.bundle_cmd", "list, run, check, pack or install MONAI bundles"),
+    "train": ("medgen_core.cli.train_cmd", "retrain a bundle on your own data (a copy with re-hashed weights)"),
+    "bundle": ("medgen_core.cli.bundle_cmd", "list, run, check, pack, install or rehash MONAI bundles"),
 }
 #: The command modules (kept for readers of the old name).
 COMMAND_MODULES = tuple(module for module, _ in COMMANDS.values())
