@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(measure(args.one, args.threads, repeats, args.batch, args.steps, bf16)), flush=True)
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "CUDA_VISIBLE_DEVICES": ""}
-    print(f"DDIM sampling, 128x128, {args.steps} steps, batch {args.batch}, {args.threads} torch thread(s), CPU: {os.cpu_count()} cores visible", flush=True)
+    print(f"DDIM sampling, 128x128, {args.steps} steps, batch {args.batch}, {args.threads} torch thread(s), CPU: {os.cpu_count()} cores visible, "
+          f"load average before {os.getloadavg()[0]:.1f} (the machine may be shared: timings depend on it)", flush=True)
     results = []
     for name in args.models:
         cmd = [sys.executable, __file__, "--one", name, "--threads", str(args.threads), "--repeats", str(args.repeats),
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         print(f"{name:8s} {res['params'] / 1e6:6.3f} M params  {res['slices_per_s_median']:6.2f} slices/s (best {res['slices_per_s_best']:.2f}; "
               f"{res['seconds']} s per batch)  peak RSS {res['peak_rss_mb']:.0f} MB  bf16={res['bf16']}   [{MODELS[name]}]", flush=True)
+    print(f"load average after {os.getloadavg()[0]:.1f}", flush=True)
     by = {r["model"]: r for r in results}
     if "bundle" in by and "plain" in by:
         print(f"bundle vs plain: {by['bundle']['slices_per_s_median'] / by['plain']['slices_per_s_median']:.1f}x faster", flush=True)

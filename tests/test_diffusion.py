@@ -99,6 +99,20 @@ def test_training_runs_logs_and_resumes(tmp_path: Path, images: torch.Tensor) ->
     assert any(not torch.equal(state[k], v) for k, v in net.state_dict().items() if v.is_floating_point())  # EMA, not the raw weights
 
 
+def test_training_starts_from_init_from(tmp_path: Path, images: torch.Tensor) -> None:
+    """``init_from`` (train.json, as ``scripts/train_ddpm.py --init-from``) loads a state dict into the network; without it the network differs."""
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    source = _net(seed=3)
+    torch.save(source.state_dict(), tmp_path / "init.pt")
+    started = workflow("brain_slice_ddpm", _training(images, labels, tmp_path / "a", init_from=str(tmp_path / "init.pt"))).parser
+    net = started.get_parsed_content("network")
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in net.state_dict().items())
+    ema = started.get_parsed_content("train#handlers#3").module  # the average starts from the same weights
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in ema.state_dict().items())
+    fresh = workflow("brain_slice_ddpm", _training(images, labels, tmp_path / "b")).parser.get_parsed_content("network")
+    assert any(not torch.equal(v, source.state_dict()[k]) for k, v in fresh.state_dict().items() if v.is_floating_point())
+
+
 def test_batches_drop_labels_and_flip(images: torch.Tensor) -> None:
     batches = DiffusionBatches(images, torch.zeros(6, dtype=torch.long), _net(), batch_size=400, num_batches=1, p_uncond=0.25)
     batch = batches[0]
