@@ -22,7 +22,8 @@ import torch
 from medgen_core.bundles import get_bundle, load_verified_network
 from medgen_core.data.synthetic_sr import SyntheticSRPairs
 from medgen_core.inference import VolumeSuperResolver
-from medgen_core.inference.sr_gate import INPLANE_GATE_KINDS, ConsistencyProjector, inplane_gate_degradation, projection_feasible
+from medgen_core.inference.sr_gate import INPLANE_GATE_KINDS, ConsistencyProjector, inplane_gate_degradation, masked_psnr_np, projection_feasible
+from medgen_core.inference.super_resolve import _bicubic_stack
 from medgen_core.networks.sr import sr_network
 from medgen_core.utils.progress import progress
 
@@ -43,6 +44,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=160, help="HR plane size")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--truth", action="store_true", help="also run the whole gated upscaler with each kind forced and score it on the truth")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     bundle = get_bundle("brain_mri_super_resolution")
@@ -52,39 +54,62 @@ def main() -> int:
         v = bundle.variants[name]
         net = load_verified_network(sr_network(v.get("network"), scale), bundle.path / v["file"], v["sha256"])
         gate = VolumeSuperResolver(net, scale, gate=True, gate_degradation=v.get("degradation", "synthetic"), progress=False)
+        forced = {k: VolumeSuperResolver(net, scale, gate=True, gate_degradation=k, progress=False) for k in INPLANE_GATE_KINDS}
         for kind in INPLANE_GATE_KINDS:
             data = SyntheticSRPairs(patch_size=(args.size, args.size), factors=(scale,), seed=args.seed * 100 + scale * 10 + len(kind),
                                     kinds=(kind,))
             for _ in progress(range(args.trials), desc=f"x{scale} {kind}"):
-                lr = np.stack([data.sample()["lr"][0].numpy() for _ in range(args.planes)]).astype(np.float32)
-                lr = lr / max(float(np.percentile(lr, 99.9)), 1e-8)
+                draws = [data.sample() for _ in range(args.planes)]
+                lr = np.stack([d["lr"][0].numpy() for d in draws]).astype(np.float32)
+                norm = max(float(np.percentile(lr, 99.9)), 1e-8)
+                lr = lr / norm
                 lo, hi = float(lr.min()), float(lr.max())
                 y = np.clip(gate._upscale_stack(lr), lo, hi)
-                residuals, gated = {}, {}
+                base = np.clip(_bicubic_stack(lr, scale), lo, hi)
+                residuals, gated, relative = {}, {}, {}
                 h, w = lr.shape[1] - lr.shape[1] % scale, lr.shape[2] - lr.shape[2] % scale
                 for k in INPLANE_GATE_KINDS:
                     spec = inplane_gate_degradation(k, scale)
                     projector = ConsistencyProjector.from_specs(y.shape, {1: spec, 2: spec})
                     residuals[k] = projector.residual(y, lr)
+                    relative[k] = residuals[k] / max(projector.residual(base, lr), 1e-12)
                     if projection_feasible(projector, y, lr, lo, hi):
                         gated[k] = gate._check_kind(lr[:, :h, :w], k, lo, hi)["psnr_gated"]
                 if not gated:
                     continue
-                rows.append({"scale": scale, "kind": kind, "residuals": residuals, "gated": gated,
-                             **{f"pick_{m}": pick(residuals, gated, m) for m in MARGINS}})
+                row = {"scale": scale, "kind": kind, "residuals": residuals, "relative": relative, "gated": gated,
+                       **{f"pick_{m}": pick(residuals, gated, m) for m in MARGINS},
+                       "pick_relative": min(gated, key=relative.get)}
+                if args.truth:  # the truth is known here: PSNR of the whole gated upscaler with each kind forced
+                    hr = np.stack([d["hr"][0].numpy() for d in draws]).astype(np.float32) / norm
+                    mask = hr > 0.1 * float(np.percentile(hr, 99.9))
+                    vol = np.ascontiguousarray(np.moveaxis(lr, 0, -1))
+                    row["psnr"] = {k: masked_psnr_np(np.moveaxis(r.upscale_array(vol, 2)[0], -1, 0), hr, mask) for k, r in forced.items()}
+                    row["psnr"]["bicubic"] = masked_psnr_np(base, hr, mask)
+                rows.append(row)
     print(f"{len(rows)} stacks of {args.planes} synthetic {args.size}x{args.size} planes")
-    print("| margin | " + " | ".join(f"x{s} {k}" for s in (2, 4) for k in INPLANE_GATE_KINDS) + " | all |")
-    print("|---|" + "---|" * 7)
+    rules = [f"pick_{m}" for m in MARGINS] + ["pick_relative"] + (["oracle"] if args.truth else [])
+    print("| rule | " + " | ".join(f"x{s} {k}" for s in (2, 4) for k in INPLANE_GATE_KINDS) + " | all |"
+          + (" mean gain over bicubic (dB) | worst gain (dB) |" if args.truth else ""))
+    print("|---|" + "---|" * (9 if args.truth else 7))
     summary = {}
-    for m in MARGINS:
+    for rule in rules:
+        chosen = [max(INPLANE_GATE_KINDS, key=r["psnr"].get) if rule == "oracle" else r[rule] for r in rows]
         cells = []
         for s in (2, 4):
             for k in INPLANE_GATE_KINDS:
-                sel = [r for r in rows if r["scale"] == s and r["kind"] == k]
-                cells.append(f"{np.mean([r[f'pick_{m}'] == k for r in sel]):.0%}" if sel else "-")
-        summary[str(m)] = float(np.mean([r[f"pick_{m}"] == r["kind"] for r in rows]))
-        label = "least residual only" if m == 1.0 else f"{m} (within {1 / m - 1:.0%})"
-        print(f"| {label} | " + " | ".join(cells) + f" | {summary[str(m)]:.0%} |")
+                sel = [c == k for r, c in zip(rows, chosen) if r["scale"] == s and r["kind"] == k]
+                cells.append(f"{np.mean(sel):.0%}" if sel else "-")
+        acc = float(np.mean([c == r["kind"] for r, c in zip(rows, chosen)]))
+        summary[rule] = {"accuracy": acc}
+        extra = ""
+        if args.truth:
+            gains = [r["psnr"][c] - r["psnr"]["bicubic"] for r, c in zip(rows, chosen)]
+            summary[rule].update(mean_gain_db=float(np.mean(gains)), worst_gain_db=float(np.min(gains)))
+            extra = f" {np.mean(gains):+.2f} | {np.min(gains):+.2f} |"
+        label = {"pick_1.0": "least residual only", "pick_relative": "least relative residual (model / bicubic)",
+                 "oracle": "oracle (best kind, truth known)"}.get(rule) or f"margin {rule[5:]} (within {1 / float(rule[5:]) - 1:.0%})"
+        print(f"| {label} | " + " | ".join(cells) + f" | {acc:.0%} |" + extra)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"rows": rows, "accuracy": summary}, f, indent=4)
