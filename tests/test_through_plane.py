@@ -222,3 +222,22 @@ def test_a_single_sharp_axis_keeps_the_start_weights() -> None:
     params = out.generation_parameters
     assert params["through_plane"]["sharp_axes"] == [0] and out.shape == (20, 12, 50)
     assert params["adaptation"]["steps"] == 0 and "only axis 0 is sharp" in params["adaptation"]["note"]
+
+
+def test_adaptation_defaults_agree_in_the_cli_the_library_and_the_bundle() -> None:
+    """At most 1500 Adam steps within 45 s, everywhere a user can start a through-plane run."""
+    import inspect
+
+    from medgen_core.cli._common import DEFAULT_ADAPT_SECONDS, DEFAULT_ADAPT_STEPS
+    from medgen_core.inference import super_resolver
+    from medgen_core.inference import through_plane as tp
+
+    config = json.loads((Path(__file__).resolve().parents[1] / "monai_bundles" / "brain_mri_super_resolution" / "configs"
+                          / "inference.json").read_text(encoding="utf-8"))
+    library = inspect.signature(super_resolver).parameters
+    resolver = inspect.signature(tp.ThroughPlaneSuperResolver).parameters
+    for seconds, steps in ((tp.DEFAULT_ADAPT_SECONDS, tp.DEFAULT_ADAPT_STEPS), (config["adapt_seconds"], config["adapt_steps"]),
+                           (library["adapt_seconds"].default, library["adapt_steps"].default),
+                           (resolver["adapt_seconds"].default, resolver["adapt_steps"].default)):
+        assert (float(seconds), int(steps)) == (DEFAULT_ADAPT_SECONDS, DEFAULT_ADAPT_STEPS)
+    assert DEFAULT_ADAPT_SECONDS < 60

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen_core.cli._common import non_negative_float
+from medgen_core.cli._common import DEFAULT_ADAPT_SECONDS, DEFAULT_ADAPT_STEPS, non_negative_float
 from medgen_core.data.samples import MNI_HELDOUT_AXIAL, load_mni152_brain_mask, load_mni152_t1
 from medgen_core.errors import MedGenError
 from medgen_core.io import Volume, read_volume, write_volume
@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS), choices=list(DEGRADATIONS))
     p.add_argument("--bundle", default=DEFAULT_SR_BUNDLE)
     p.add_argument("--through-mm", type=non_negative_float, default=5.0, help="slice thickness of the through-plane example (0 skips it; default 5)")
-    p.add_argument("--adapt-seconds", type=non_negative_float, default=20.0, help="per-scan adaptation budget of the through-plane example (default 20)")
+    p.add_argument("--adapt-seconds", type=non_negative_float, default=DEFAULT_ADAPT_SECONDS,
+                   help=f"per-scan adaptation budget of the through-plane example (default {DEFAULT_ADAPT_SECONDS:g} s, at most "
+                        f"{DEFAULT_ADAPT_STEPS} steps as in medgen upscale; 0 disables it)")
     p.set_defaults(func=run)
 
 
@@ -97,7 +99,8 @@ def through_plane_example(bundle, out: Path, mm: float, adapt_seconds: float) ->
     thick = thick_slice_volume(hr, axis, factor)
     thick_path = write_volume(thick, out / f"mni_slab_sagittal_{mm:g}mm_thick.nii.gz")
     sr_path = run_bundle_inference(bundle, thick_path, out / f"mni_slab_sagittal_{mm:g}mm_medgen_through.nii.gz",
-                                   {"axes": "through", "slice_axis": axis, "adapt_seconds": float(adapt_seconds)})
+                                   {"axes": "through", "slice_axis": axis, "adapt_seconds": float(adapt_seconds),
+                                    "adapt_steps": DEFAULT_ADAPT_STEPS})
     sr = read_volume(sr_path)
     factors = [1.0, 1.0, 1.0]
     factors[axis] = factor
@@ -166,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         through = through_plane_example(bundle, out, args.through_mm, args.adapt_seconds)
         b, m = through["bspline"], through["model"]
         print(f"\nthrough-plane: {through['slices']} sagittal slices of {args.through_mm:g} mm -> 1 mm (x{through['factor']:g}, "
-              f"{args.adapt_seconds:g} s per-scan adaptation)")
+              f"per-scan adaptation: at most {args.adapt_seconds:g} s / {DEFAULT_ADAPT_STEPS} steps)")
         print(f"{'':<12} {'B-spline PSNR':>13} {'model PSNR':>11} {'gain dB':>8} {'B-spline SSIM':>13} {'model SSIM':>11}  provenance")
         print(f"{'through':<12} {b['psnr']:>13.2f} {m['psnr']:>11.2f} {m['psnr'] - b['psnr']:>+8.2f} {b['ssim']:>13.4f} {m['ssim']:>11.4f}  {through['provenance']}")
     (out / "demo_results.json").write_text(json.dumps({"bundle": bundle.bundle_id, "variant": variant, "scale": args.scale, "results": results,

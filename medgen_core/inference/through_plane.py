@@ -52,10 +52,13 @@ from medgen_core.io import Volume
 from medgen_core.transforms.resolution_sim import AxisDegradation, interpolate_to_hr
 from medgen_core.utils.progress import progress
 
-__all__ = ["MAX_FACTOR", "ThroughPlanePlan", "ThroughPlaneSuperResolver", "bspline_matrix", "header_slice_thickness", "plan_through_plane"]
+__all__ = ["DEFAULT_ADAPT_SECONDS", "DEFAULT_ADAPT_STEPS", "MAX_FACTOR", "ThroughPlanePlan", "ThroughPlaneSuperResolver", "bspline_matrix", "header_slice_thickness", "plan_through_plane"]
 
 logger = logging.getLogger(__name__)
 
+#: Per-scan adaptation defaults: at most ``DEFAULT_ADAPT_STEPS`` Adam steps within ``DEFAULT_ADAPT_SECONDS``
+#: (whichever ends first; the steps make the output the same on any machine that is not too slow).
+DEFAULT_ADAPT_SECONDS, DEFAULT_ADAPT_STEPS = 45.0, 1500
 #: Largest through-plane factor accepted (slice spacing / target spacing).
 MAX_FACTOR = 8.0
 #: Factors below this are "nothing to do" (the volume is already isotropic at the target spacing).
@@ -196,7 +199,7 @@ class ThroughPlaneSuperResolver:
     """
 
     def __init__(self, refiner: nn.Module | None = None, slice_axis: int | None = None, target_spacing: float | None = None,
-                 slice_thickness: float | None = None, adapt_seconds: float = 20.0, adapt_steps: int | None = None,
+                 slice_thickness: float | None = None, adapt_seconds: float = DEFAULT_ADAPT_SECONDS, adapt_steps: int | None = DEFAULT_ADAPT_STEPS,
                  gate: bool = True, batch_size: int = 8, device: str | torch.device = "cpu", seed: int = 0,
                  progress: bool = True, clamp: bool = True, gate_planes: int = 12) -> None:
         if adapt_seconds is None or not math.isfinite(float(adapt_seconds)) or float(adapt_seconds) < 0:
