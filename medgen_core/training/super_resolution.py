@@ -185,6 +185,11 @@ class SRPairBatches(RandomBatches):
         rank, world = rank_and_world_size()
         super().__init__(num_batches, seed + rank)
         slices = torch.as_tensor(slices).float()
+        if slices.dim() == 4 and min(slices.shape[-2:]) < config.patch_size:
+            from medgen_core.errors import TrainingDataError
+
+            raise TrainingDataError(f"the training slices are {slices.shape[-2]} x {slices.shape[-1]} pixels, smaller than patch_size "
+                                    f"{config.patch_size}; use larger volumes or a smaller data_config#patch_size (a multiple of {config.scale}).")
         if world > 1:
             record = Path(shard_record) if shard_record and rank == 0 else None
             if record is not None:
