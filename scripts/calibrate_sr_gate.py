@@ -3,10 +3,12 @@
 
 For each scale and degradation kind, stacks of synthetic planes (:class:`~medgen_core.data.synthetic_sr.SyntheticSRPairs`,
 random anatomy, contrast, bias, noise and degradation width; the held-out MNI slab excluded) are degraded by that
-kind only. The gate's estimate is recorded: the consistency residual of every kind, and the self-check of every
-feasible kind. The script prints how often the true kind is picked by the least residual alone, and by the
-least residual with the self-check as tie-break among kinds within ``margin`` of it, for several margins; the gate
-uses :data:`~medgen_core.inference.sr_gate.ESTIMATE_MARGIN`.
+kind only. The gate's estimate is recorded: the consistency residual of every kind, the relative residual (model
+against bicubic), and the self-check of every feasible kind. The script prints how often each rule picks the true
+kind: the least residual alone (the gate's rule, :data:`~medgen_core.inference.sr_gate.ESTIMATE_MARGIN` 1), with the
+self-check as tie-break among kinds within ``margin`` of it, and the least relative residual. With ``--truth`` it
+also runs the whole gated upscaler with each kind forced and scores it against the synthetic truth: the mean and
+worst gain over bicubic of each rule's choice, and of the oracle (the best kind, truth known).
 
     python scripts/calibrate_sr_gate.py --trials 20 --json calibration.json
 """

@@ -161,9 +161,9 @@ class VolumeSuperResolver:
 
     def _gate_kinds(self, planes: np.ndarray, lo: float, hi: float) -> tuple[list[str], str, dict | None, bool]:
         """The candidate in-plane degradation models: the variant's own, or (mixed / unknown) the feasible kinds
-        (:func:`~.sr_gate.projection_feasible`) whose relative consistency residual ``||x - D m(x)|| / ||x - D b(x)||``
-        on ``planes`` (``m`` the network, ``b`` bicubic: how much more consistent with ``x`` under ``D`` the model is
-        than interpolation) is within :data:`~.sr_gate.ESTIMATE_MARGIN` of the least one, least first. Returns
+        (:func:`~.sr_gate.projection_feasible`) whose consistency residual ``||x - D m(x)|| / ||x||`` on ``planes`` is
+        within :data:`~.sr_gate.ESTIMATE_MARGIN` of the least one, least first. The relative residual
+        ``||x - D m(x)|| / ||x - D b(x)||`` (``b`` bicubic) is recorded too, not used (see :mod:`~.sr_gate`). Returns
         ``(candidates, how they were chosen, {"model": residuals, "relative": relative residuals}, feasible)``; when
         no kind is feasible the projection is skipped."""
         y = self._upscale_stack(planes)
@@ -178,14 +178,14 @@ class VolumeSuperResolver:
         model = {k: p.residual(y, planes) for k, p in projectors.items()}
         relative = {k: model[k] / max(projectors[k].residual(base, planes), 1e-12) for k in projectors}
         residuals = {"model": model, "relative": relative}
-        order = sorted(relative, key=relative.get)
-        how = f"estimated for the {self.gate_degradation or 'unknown'} variant (least relative residual, model / bicubic"
+        order = sorted(model, key=model.get)
+        how = f"estimated for the {self.gate_degradation or 'unknown'} variant (least residual"
         feasible = [k for k in order if projection_feasible(projectors[k], y, planes, lo, hi, self.clamp)]
         if not feasible:
             return [order[0]], how + "; none feasible)", residuals, False
         infeasible = [k for k in order[: order.index(feasible[0])]]
         how += (")" if not infeasible else f" among the feasible; {', '.join(infeasible)} infeasible)")
-        close = [k for k in feasible if relative[k] * ESTIMATE_MARGIN <= relative[feasible[0]]]
+        close = [k for k in feasible if model[k] * ESTIMATE_MARGIN <= model[feasible[0]]]
         return close, how, residuals, True
 
     def _check_kind(self, hr: np.ndarray, kind: str, lo: float, hi: float) -> dict:
